@@ -1,0 +1,1 @@
+"""Batched entropic optimal transport in pure PyTorch (no ESPnet imports)."""
