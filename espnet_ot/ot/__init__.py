@@ -1,1 +1,37 @@
-"""Batched entropic optimal transport in pure PyTorch (no ESPnet imports)."""
+"""Batched entropic optimal transport in pure PyTorch (no ESPnet imports): OT-BERT, TOT-CAKT and GM-OT solvers."""
+
+from espnet_ot.ot.cost import cosine_cost, temporal_distance, tot_cost
+from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
+from espnet_ot.ot.loss import OTAlignment, coupling_diagnostics, fgw_cost, ot_alignment, transport_cost
+from espnet_ot.ot.sinkhorn import sinkhorn
+from espnet_ot.ot.structure import (
+    DenseStructure,
+    FeatureStructure,
+    MixedStructure,
+    Structure,
+    TemporalStructure,
+    feature_structure,
+    temporal_structure,
+)
+
+__all__ = [
+    "DenseStructure",
+    "FeatureStructure",
+    "MixedStructure",
+    "OTAlignment",
+    "Structure",
+    "TemporalStructure",
+    "cosine_cost",
+    "coupling_diagnostics",
+    "feature_structure",
+    "fgw_cost",
+    "fused_gromov_wasserstein",
+    "gw_constant",
+    "gw_tensor_product",
+    "ot_alignment",
+    "sinkhorn",
+    "temporal_distance",
+    "temporal_structure",
+    "tot_cost",
+    "transport_cost",
+]

@@ -1,0 +1,169 @@
+r"""Intra-sequence edge matrices S (DESIGN §3) as operators, so GM-OT never forms an (L x L) matrix it can avoid.
+
+The entropic FGW solver needs two things from an edge matrix S of a sequence with weights p:
+``S @ X`` for an (L, K) matrix X (the tensor-product identity of Peyré et al. 2016, Prop. 1) and
+``(S * S) @ p`` (the constant term of the square loss). Each structure implements both:
+
+* :class:`DenseStructure` — any (B, L, L) matrix, O(L^2 K).
+* :class:`TemporalStructure` — :math:`S(i,k) = |t_i - t_k|` with :math:`t_i = i / l`: ``S @ X`` by prefix
+  sums in O(L K), and :math:`S^{\circ 2}` is rank 3 (:math:`t_i^2 - 2 t_i t_k + t_k^2`), so
+  ``(S * S) @ p`` is O(L).
+* :class:`FeatureStructure` — :math:`S(i,k) = 1 - \cos(x_i, x_k)`: ``S @ X = 1 (1^T X) - \hat X (\hat X^T X)``
+  in O(L D K) and ``(S * S) @ p`` in O(L D^2), never O(L^2).
+* :class:`MixedStructure` — a weighted sum of structures (``S @ X`` is linear; ``(S * S) @ p`` is formed
+  densely once per problem).
+"""
+
+from typing import Sequence
+
+import torch
+
+
+class Structure:
+    """Abstract edge matrix S of shape (B, L, L); zero on padded rows/columns."""
+
+    def matmul(self, X: torch.Tensor) -> torch.Tensor:
+        """Return S @ X for X of shape (B, L, K)."""
+        raise NotImplementedError
+
+    def sq_matvec(self, p: torch.Tensor) -> torch.Tensor:
+        """Return (S * S) @ p for weights p of shape (B, L)."""
+        raise NotImplementedError
+
+    def dense(self) -> torch.Tensor:
+        """Materialise S as a (B, L, L) tensor (for tests and small problems)."""
+        raise NotImplementedError
+
+
+class DenseStructure(Structure):
+    """An explicit (B, L, L) edge matrix."""
+
+    def __init__(self, S: torch.Tensor, mask: torch.Tensor):
+        if S.dim() != 3 or S.shape[1] != S.shape[2] or tuple(S.shape[:2]) != tuple(mask.shape):
+            raise ValueError(
+                f"a structure matrix must be (B, L, L) matching its mask {tuple(mask.shape)}, got {tuple(S.shape)}"
+            )
+        pair = (mask.unsqueeze(2) & mask.unsqueeze(1)).to(S.dtype)
+        self.S = S * pair
+
+    def matmul(self, X):
+        return torch.bmm(self.S.to(X.dtype), X)
+
+    def sq_matvec(self, p):
+        return torch.bmm(self.S.to(p.dtype).pow(2), p.unsqueeze(2)).squeeze(2)
+
+    def dense(self):
+        return self.S
+
+
+class TemporalStructure(Structure):
+    r"""Temporal edges :math:`S(i,k) = |i - k| / l` of a sequence of true length l (DESIGN §3)."""
+
+    def __init__(self, mask: torch.Tensor):
+        if mask.dtype != torch.bool or mask.dim() != 2:
+            raise ValueError(f"TemporalStructure needs a (B, L) bool mask, got {mask.dtype} {tuple(mask.shape)}")
+        self.mask = mask
+        self._length = mask.sum(-1, keepdim=True).clamp_min(1)
+        self._pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+
+    def positions(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Normalised positions t_i = i / l, shape (B, L), in ``dtype``."""
+        return self._pos.to(dtype) / self._length.to(dtype)
+
+    def matmul(self, X):
+        # sum_k |t_i - t_k| X_k = t_i (2 P_i - P) + Q - 2 Q_i with P_i, Q_i prefix sums of X_k and t_k X_k
+        t = self.positions(X.dtype).unsqueeze(2)
+        Xm = X * self.mask.to(X.dtype).unsqueeze(2)
+        P = torch.cumsum(Xm, dim=1)
+        Q = torch.cumsum(t * Xm, dim=1)
+        out = t * (2.0 * P - P[:, -1:]) + Q[:, -1:] - 2.0 * Q
+        return out * self.mask.to(X.dtype).unsqueeze(2)
+
+    def sq_matvec(self, p):
+        # sum_k (t_i - t_k)^2 p_k = t_i^2 sum(p) - 2 t_i sum(t p) + sum(t^2 p)
+        t = self.positions(p.dtype)
+        pm = p * self.mask.to(p.dtype)
+        s0 = pm.sum(-1, keepdim=True)
+        s1 = (t * pm).sum(-1, keepdim=True)
+        s2 = (t * t * pm).sum(-1, keepdim=True)
+        return (t * t * s0 - 2.0 * t * s1 + s2) * self.mask.to(p.dtype)
+
+    def dense(self, dtype: torch.dtype = torch.float32):
+        t = self.positions(dtype)
+        pair = (self.mask.unsqueeze(2) & self.mask.unsqueeze(1)).to(dtype)
+        return (t.unsqueeze(2) - t.unsqueeze(1)).abs() * pair
+
+
+class FeatureStructure(Structure):
+    r"""Feature edges :math:`S(i,k) = 1 - \cos(x_i, x_k)` within one modality (DESIGN §3).
+
+    Differentiable in ``x``: the GM-OT loss passes gradients to the features through S.
+    """
+
+    def __init__(self, x: torch.Tensor, mask: torch.Tensor):
+        if x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
+            raise ValueError(f"FeatureStructure needs x (B, L, D) matching mask {tuple(mask.shape)}, got {tuple(x.shape)}")
+        self.mask = mask
+        m = mask.to(x.dtype).unsqueeze(2)
+        self.xn = torch.nn.functional.normalize(x, dim=-1, eps=1e-8) * m
+
+    def matmul(self, X):
+        xn = self.xn.to(X.dtype)
+        m = self.mask.to(X.dtype).unsqueeze(2)
+        Xm = X * m
+        return (Xm.sum(1, keepdim=True) * m) - torch.bmm(xn, torch.bmm(xn.transpose(1, 2), Xm))
+
+    def sq_matvec(self, p):
+        # sum_k (1 - c_ik)^2 p_k = sum(p) - 2 (xn xn^T p)_i + xn_i^T (sum_k p_k xn_k xn_k^T) xn_i
+        xn = self.xn.to(p.dtype)
+        pm = p * self.mask.to(p.dtype)
+        s0 = pm.sum(-1, keepdim=True)
+        lin = torch.bmm(xn, torch.bmm(xn.transpose(1, 2), pm.unsqueeze(2))).squeeze(2)
+        second = torch.bmm(xn.transpose(1, 2), xn * pm.unsqueeze(2))  # (B, D, D)
+        quad = (torch.bmm(xn, second) * xn).sum(-1)
+        return (s0 - 2.0 * lin + quad) * self.mask.to(p.dtype)
+
+    def dense(self):
+        pair = (self.mask.unsqueeze(2) & self.mask.unsqueeze(1)).to(self.xn.dtype)
+        return (1.0 - torch.bmm(self.xn, self.xn.transpose(1, 2))) * pair
+
+
+class MixedStructure(Structure):
+    """Weighted sum of structures, e.g. ``w * temporal + (1 - w) * feature``."""
+
+    def __init__(self, parts: Sequence[Structure], weights: Sequence[float]):
+        if len(parts) != len(weights) or not parts:
+            raise ValueError("MixedStructure needs as many weights as parts (at least one)")
+        self.parts, self.weights = list(parts), [float(w) for w in weights]
+
+    def matmul(self, X):
+        return sum(w * s.matmul(X) for s, w in zip(self.parts, self.weights))
+
+    def sq_matvec(self, p):
+        S = self.dense().to(p.dtype)
+        return torch.bmm(S.pow(2), p.unsqueeze(2)).squeeze(2)
+
+    def dense(self):
+        return sum(w * s.dense() for s, w in zip(self.parts, self.weights))
+
+
+def as_structure(S, mask: torch.Tensor) -> Structure:
+    """Wrap a dense (B, L, L) tensor as a :class:`DenseStructure`; pass structures through."""
+    if isinstance(S, Structure):
+        return S
+    if isinstance(S, torch.Tensor):
+        return DenseStructure(S, mask)
+    raise TypeError(f"a structure must be a (B, L, L) tensor or a Structure, got {type(S).__name__}")
+
+
+def temporal_structure(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""Temporal edge matrix :math:`S(i,k) = |i-k|/l` (DESIGN §3), dense (B, L, L), 0 on padding.
+
+    The solvers use the O(L) operator :class:`TemporalStructure` instead of this matrix.
+    """
+    return TemporalStructure(mask).dense(dtype)
+
+
+def feature_structure(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    r"""Feature edge matrix :math:`S(i,k) = 1 - \cos(x_i, x_k)` (DESIGN §3), dense (B, L, L), 0 on padding."""
+    return FeatureStructure(x, mask).dense()
