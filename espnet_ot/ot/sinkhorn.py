@@ -126,34 +126,43 @@ def _kernel(Cs: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.
     return Z.exp()
 
 
-def _scaling_block(Cs, a, b, alpha, beta, max_n, check_every, tol):
-    """Sinkhorn iterations on the kernel with (alpha, beta) absorbed, until a check sees an utterance converge.
+def _scaling_block(Cs, a, b, alpha, beta, max_n, check_every, tol, absorb_every=100):
+    """Sinkhorn iterations on the kernel with (alpha, beta) absorbed, between two absorptions.
 
-    Runs at most ``max_n`` iterations and checks the column-marginal error every ``check_every``; the
-    block ends at the first check where some utterance has converged, so that the caller can freeze it
-    (this keeps every utterance's result independent of its neighbours). Returns the absorbed potentials,
-    the L1 column error (NaN where the kernel under- or overflowed: redo in log domain) and the number
-    of iterations run. Vectors are kept as (B, 1, L) rows so every product is a batched row-vector times
-    matrix, the fastest layout on CPU.
+    Runs at most ``min(max_n, absorb_every)`` iterations and checks the column-marginal error every
+    ``check_every``; the block ends early at the first check where some utterance has converged, so that
+    the caller can freeze it (this keeps every utterance's result independent of its neighbours). If the
+    scalings under- or overflow, the block returns the state of its previous check (the caller absorbs and
+    rebuilds the kernel); if that happens before the first check, the error is NaN for the utterances
+    concerned, which the caller redoes in log domain. Returns the absorbed potentials, the L1 column
+    error and the number of iterations run. Vectors are kept as (B, 1, L) rows so every product is a
+    batched row-vector times matrix, the fastest layout on CPU.
     """
     K = _kernel(Cs, alpha, beta)
     Kt = K.transpose(1, 2).contiguous()
     a, b = a.unsqueeze(1), b.unsqueeze(1)
     padx, pady = (a == 0).to(a.dtype), (b == 0).to(b.dtype)
+    limit = min(max_n, absorb_every)
     u = 1.0 - padx
     n = 0
+    last = None
     while True:
         v = b / (torch.bmm(u, K) + pady)
         u = a / (torch.bmm(v, Kt) + padx)
         n += 1
-        if n % check_every == 0 or n == max_n:
+        if n % check_every == 0 or n == limit:
             err = (v * torch.bmm(u, K) - b).abs().sum(-1).squeeze(1)
             log_u = torch.log(u + padx).squeeze(1)
             log_v = torch.log(v + pady).squeeze(1)
             finite = torch.isfinite(log_u).all(-1) & torch.isfinite(log_v).all(-1) & torch.isfinite(err)
-            err = torch.where(finite, err, torch.full_like(err, float("nan")))
-            if n == max_n or bool(((err < tol) | ~finite).any()):
-                return alpha + log_u, beta + log_v, err, n
+            state = (alpha + log_u, beta + log_v, err, n)
+            if not bool(finite.all()):
+                if last is not None:
+                    return last
+                return state[0], state[1], torch.where(finite, err, torch.full_like(err, float("nan"))), n
+            if n == limit or bool((err < tol).any()):
+                return state
+            last = state
 
 
 def _log_block(Cs, mx, my, a, b, alpha, beta, n):
