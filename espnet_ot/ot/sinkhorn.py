@@ -68,28 +68,28 @@ def sinkhorn(
     b = uniform_weights(my, dtype)
     # Internally the potentials are kept in units of eps (alpha = f / eps, beta = g / eps) and are -inf
     # on padding, so exp(alpha_i + beta_j - C_ij / eps) is exactly 0 there without any masking pass.
-    Cs = cost.to(dtype) / eps
+    C = cost.to(dtype)
     neg_inf_x = torch.full_like(a, float("-inf"))
     neg_inf_y = torch.full_like(b, float("-inf"))
     if init is None:
         # Any potentials are a valid start; the row minima keep the first kernel from underflowing.
-        alpha = -Cs.masked_fill(~my.unsqueeze(1), float("inf")).min(dim=2).values
-        alpha = torch.where(mx, -alpha, neg_inf_x)
+        row_min = C.masked_fill(~my.unsqueeze(1), float("inf")).min(dim=2).values
+        alpha = torch.where(mx, row_min / eps, neg_inf_x)
         beta = torch.where(my, torch.zeros_like(b), neg_inf_y)
     else:
         alpha = torch.where(mx, init[0].to(dtype) / eps, neg_inf_x)
         beta = torch.where(my, init[1].to(dtype) / eps, neg_inf_y)
 
     active = mx.any(-1) & my.any(-1)
-    err = torch.zeros(Cs.shape[0], dtype=dtype, device=Cs.device)
-    n_iter = torch.zeros(Cs.shape[0], dtype=torch.long, device=Cs.device)
+    err = torch.zeros(C.shape[0], dtype=dtype, device=C.device)
+    n_iter = torch.zeros(C.shape[0], dtype=torch.long, device=C.device)
     done = 0
     while done < max_iter and bool(active.any()):
         everyone = bool(active.all())
         idx = None if everyone else active.nonzero(as_tuple=True)[0]
         sel = (lambda t: t) if everyone else (lambda t: t[idx])
         alpha_b, beta_b, err_b, n = _scaling_block(
-            sel(Cs), sel(a), sel(b), sel(alpha), sel(beta), max_iter - done, check_every, tol
+            sel(C), eps, sel(a), sel(b), sel(alpha), sel(beta), max_iter - done, check_every, tol
         )
         failed = ~torch.isfinite(err_b)
         if bool(failed.any()):
@@ -97,7 +97,7 @@ def sinkhorn(
             fi = failed.nonzero(as_tuple=True)[0]
             g_idx = fi if everyone else idx[fi]
             a_log, b_log, e_log = _log_block(
-                Cs[g_idx], mx[g_idx], my[g_idx], a[g_idx], b[g_idx], alpha[g_idx], beta[g_idx], n
+                C[g_idx] / eps, mx[g_idx], my[g_idx], a[g_idx], b[g_idx], alpha[g_idx], beta[g_idx], n
             )
             alpha_b = alpha_b.index_put((fi,), a_log)
             beta_b = beta_b.index_put((fi,), b_log)
@@ -113,20 +113,20 @@ def sinkhorn(
             active = active.index_put((idx,), ~(err_b < tol))
         done += n
 
-    coupling = _kernel(Cs, alpha, beta)
+    coupling = _kernel(C, eps, alpha, beta)
     if return_log:
         return coupling, {"f": eps * alpha, "g": eps * beta, "err": err, "n_iter": n_iter}
     return coupling
 
 
-def _kernel(Cs: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """exp(alpha_i + beta_j - Cs_ij), computed in three passes over the (B, La, Lt) tensor."""
-    Z = alpha.unsqueeze(2) - Cs
-    Z = Z + beta.unsqueeze(1)
-    return Z.exp()
+def _kernel(C: torch.Tensor, eps: float, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """exp(alpha_i + beta_j - C_ij / eps), in three passes over the (B, La, Lt) tensor."""
+    Z = torch.sub(alpha.unsqueeze(2), C, alpha=1.0 / eps)
+    Z.add_(beta.unsqueeze(1))
+    return Z.exp_()
 
 
-def _scaling_block(Cs, a, b, alpha, beta, max_n, check_every, tol, absorb_every=100):
+def _scaling_block(C, eps, a, b, alpha, beta, max_n, check_every, tol, absorb_every=100):
     """Sinkhorn iterations on the kernel with (alpha, beta) absorbed, between two absorptions.
 
     Runs at most ``min(max_n, absorb_every)`` iterations and checks the column-marginal error every
@@ -138,7 +138,7 @@ def _scaling_block(Cs, a, b, alpha, beta, max_n, check_every, tol, absorb_every=
     error and the number of iterations run. Vectors are kept as (B, 1, L) rows so every product is a
     batched row-vector times matrix, the fastest layout on CPU.
     """
-    K = _kernel(Cs, alpha, beta)
+    K = _kernel(C, eps, alpha, beta)
     Kt = K.transpose(1, 2).contiguous()
     a, b = a.unsqueeze(1), b.unsqueeze(1)
     padx, pady = (a == 0).to(a.dtype), (b == 0).to(b.dtype)
@@ -174,5 +174,5 @@ def _log_block(Cs, mx, my, a, b, alpha, beta, n):
         beta = torch.where(my, beta, log_b)
         alpha = log_a - torch.logsumexp(beta.unsqueeze(1) - Cs, dim=2)
         alpha = torch.where(mx, alpha, log_a)
-    err = (_kernel(Cs, alpha, beta).sum(1) - b).abs().sum(-1)
+    err = (_kernel(Cs, 1.0, alpha, beta).sum(1) - b).abs().sum(-1)
     return alpha, beta, err
