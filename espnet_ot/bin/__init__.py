@@ -1,0 +1,1 @@
+"""Command-line tools of espnet-ot (`python -m espnet_ot.bin.<tool>`)."""
