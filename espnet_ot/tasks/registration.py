@@ -1,0 +1,43 @@
+"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model) and the `plm_feats` data key to espnet2.tasks.asr."""
+
+import sys
+from types import ModuleType
+from typing import Optional
+
+ASR_TASK_MODULE = "espnet2.tasks.asr"
+_MARK = "_espnet_ot_registered"
+
+
+def _with_data_name(original, key: str):
+    """Wrap ASRTask.optional_data_names so training data may carry `key`."""
+
+    def optional_data_names(cls, train: bool = True, inference: bool = False):
+        names = tuple(original(cls, train, inference))
+        if not inference and key not in names:
+            names = names + (key,)
+        return names
+
+    optional_data_names._espnet_ot_wrapped = True
+    return optional_data_names
+
+
+def register(asr_module: Optional[ModuleType] = None) -> None:
+    """Register into an imported espnet2.tasks.asr (idempotent; imports it if not given)."""
+    if asr_module is None:
+        asr_module = sys.modules.get(ASR_TASK_MODULE)
+        if asr_module is None:
+            import importlib
+
+            asr_module = importlib.import_module(ASR_TASK_MODULE)
+    if getattr(asr_module, _MARK, False):
+        return
+    from espnet_ot.asr.espnet_ot_model import PLM_FEATS_KEY, ESPnetOTModel
+    from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+
+    asr_module.postencoder_choices.classes["cakt_adapter"] = CAKTAdapter
+    asr_module.model_choices.classes["espnet_ot"] = ESPnetOTModel
+    task = asr_module.ASRTask
+    current = task.optional_data_names.__func__
+    if not getattr(current, "_espnet_ot_wrapped", False):
+        task.optional_data_names = classmethod(_with_data_name(current, PLM_FEATS_KEY))
+    setattr(asr_module, _MARK, True)

@@ -1,0 +1,197 @@
+"""Shared test helpers: a tiny random BERT directory, tiny wav/Kaldi data dirs, tiny ESPnet models."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+# Characters of the toy transcripts; the tiny BERT knows all but the last one (-> [UNK]).
+CHARS = "我们你他好是的不了在人有这中大来上国个到说"
+PLM_CHARS = CHARS[:-1]
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def offline_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for subprocesses: offline HF, no user site, one math thread unless set."""
+    env = dict(os.environ)
+    env.update(OFFLINE_ENV)
+    env["PYTHONNOUSERSITE"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models; 2 threads crawl on a loaded 2-core box
+    if extra:
+        env.update(extra)
+    return env
+
+
+def make_tiny_bert(
+    out_dir: Path,
+    chars: str = PLM_CHARS,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    max_positions: int = 24,
+    seed: int = 0,
+) -> Path:
+    """Save a random BERT (BertConfig) with a character vocabulary via save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out_dir = Path(out_dir)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars)
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=max_positions,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def char_token_list(chars: str = CHARS) -> List[str]:
+    """ESPnet char token list: <blank>, <unk>, <space>, the characters, <sos/eos>."""
+    return ["<blank>", "<unk>", "<space>"] + list(chars) + ["<sos/eos>"]
+
+
+def write_token_list(path: Path, tokens: Sequence[str]) -> Path:
+    """One token per line, as ESPnet's token_list file."""
+    Path(path).write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def toy_transcripts(n: int, seed: int = 0, min_len: int = 2, max_len: int = 6) -> List[str]:
+    """Random short transcripts over CHARS."""
+    rng = np.random.default_rng(seed)
+    return [
+        "".join(rng.choice(list(CHARS), size=int(rng.integers(min_len, max_len + 1))))
+        for _ in range(n)
+    ]
+
+
+def write_data_dir(
+    out_dir: Path,
+    texts: Dict[str, str],
+    fs: int = 16000,
+    seconds: float = 0.6,
+    seed: int = 0,
+) -> Path:
+    """Kaldi-style dir (wav.scp, text, utt2spk, spk2utt) with one noisy-sine wav per utterance."""
+    import soundfile
+
+    out_dir = Path(out_dir)
+    wav_dir = out_dir / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    wav_scp, text, utt2spk = [], [], []
+    for i, (utt, transcript) in enumerate(sorted(texts.items())):
+        n = int(fs * seconds * (1.0 + 0.25 * (i % 3)))
+        t = np.arange(n) / fs
+        freqs = rng.uniform(150, 1200, size=3)
+        x = sum(np.sin(2 * np.pi * f * t) for f in freqs) / 6 + 0.05 * rng.standard_normal(n)
+        path = wav_dir / f"{utt}.wav"
+        soundfile.write(str(path), x.astype(np.float32), fs, subtype="PCM_16")
+        wav_scp.append(f"{utt} {path}")
+        text.append(f"{utt} {transcript}")
+        utt2spk.append(f"{utt} {utt.split('_')[0]}")
+    (out_dir / "wav.scp").write_text("\n".join(wav_scp) + "\n", encoding="utf-8")
+    (out_dir / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
+    (out_dir / "utt2spk").write_text("\n".join(utt2spk) + "\n", encoding="utf-8")
+    spk: Dict[str, List[str]] = {}
+    for line in utt2spk:
+        u, s = line.split()
+        spk.setdefault(s, []).append(u)
+    (out_dir / "spk2utt").write_text(
+        "".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk.items())), encoding="utf-8"
+    )
+    return out_dir
+
+
+def tiny_model_kwargs(
+    token_list: Sequence[str],
+    input_size: int = 20,
+    d_model: int = 32,
+    plm_dim: Optional[int] = 32,
+    blocks: int = 1,
+    seed: int = 0,
+) -> Dict:
+    """Constructor kwargs shared by ESPnetASRModel and ESPnetOTModel: a seeded tiny conformer-CTC
+    on features (no frontend), with the cakt_adapter postencoder unless plm_dim is None."""
+    import torch
+    from espnet2.asr.ctc import CTC
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+
+    from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+
+    torch.manual_seed(seed)
+    encoder = ConformerEncoder(
+        input_size=input_size,
+        output_size=d_model,
+        attention_heads=2,
+        linear_units=64,
+        num_blocks=blocks,
+        dropout_rate=0.0,
+        positional_dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        input_layer="conv2d",
+        cnn_module_kernel=7,
+    )
+    return dict(
+        vocab_size=len(token_list),
+        token_list=list(token_list),
+        frontend=None,
+        specaug=None,
+        normalize=None,
+        preencoder=None,
+        encoder=encoder,
+        postencoder=CAKTAdapter(input_size=d_model, plm_dim=plm_dim) if plm_dim else None,
+        decoder=None,
+        ctc=CTC(odim=len(token_list), encoder_output_size=d_model),
+        joint_network=None,
+    )
+
+
+def build_tiny_ot_model(
+    token_list: Sequence[str], alignment: str = "tot", adapter: bool = True, seed: int = 0, **conf
+):
+    """A tiny ESPnetOTModel; `conf` is its model_conf (plm, alignment_conf, ...)."""
+    from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
+
+    parts = tiny_model_kwargs(token_list, plm_dim=32 if adapter else None, seed=seed)
+    return ESPnetOTModel(alignment=alignment, **parts, **conf)
+
+
+def start_python(args: Sequence[str], cwd: Path, env=None) -> subprocess.Popen:
+    """Start `python <args>` in a fresh interpreter (stdout/stderr captured as text)."""
+    return subprocess.Popen(
+        [PYTHON, *args],
+        cwd=str(cwd),
+        env=env or offline_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait(proc: subprocess.Popen, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Wait for a started interpreter; CompletedProcess with its output."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_python(args: Sequence[str], cwd: Path, timeout: int = 600, env=None):
+    """Run `python <args>` in a fresh interpreter; return the CompletedProcess (text mode)."""
+    return wait(start_python(args, cwd, env), timeout)
