@@ -1,0 +1,437 @@
+"""Tests of the recipe egs2/aishell_ot/asr1: static checks always, the toy shell smoke when ESPnet's TEMPLATE exists."""
+
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import PYTHON, REPO, offline_env
+
+RECIPE = REPO / "egs2" / "aishell_ot" / "asr1"
+PAPER_CONF = RECIPE / "conf"
+TOY_CONF = REPO / "conf" / "toy"
+ESPNET_LINKS = ("asr.sh", "scripts", "pyscripts", "utils", "steps")
+OT_KEYS = {"postencoder", "postencoder_conf", "model", "model_conf"}
+# Paper Table 1, TOT-CAKT without pretraining: (eps = alpha~, s)
+TABLE1_ROWS = [(0.01, 1.0), (0.1, 1.0), (0.5, 1.0), (0.5, 0.5), (0.5, 0.1), (0.01, 0.1)]
+
+
+def load(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def training_configs():
+    paper = sorted(p for p in PAPER_CONF.rglob("train_*.yaml"))
+    toy = sorted(TOY_CONF.glob("train_*.yaml"))
+    return paper + toy
+
+
+def recipe_env(extra=None) -> dict:
+    """Subprocess environment: offline, this interpreter's bin/ first on PATH (asr.sh calls python3)."""
+    env = offline_env(extra)
+    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def copy_recipe(dst_root: Path) -> Path:
+    """Copy the recipe (without ESPnet links or outputs) to dst_root/egs2/aishell_ot/asr1, conf/ next to it."""
+    dst = dst_root / "egs2" / "aishell_ot" / "asr1"
+    ignore = shutil.ignore_patterns(*ESPNET_LINKS, "data", "dump", "exp", "downloads", "__pycache__")
+    shutil.copytree(RECIPE, dst, symlinks=True, ignore=ignore)
+    shutil.copytree(REPO / "conf", dst_root / "conf", symlinks=True)
+    return dst
+
+
+# ---------------------------------------------------------------- static checks (always run)
+
+
+def test_every_yaml_parses_and_links_resolve():
+    files = list(PAPER_CONF.rglob("*.yaml")) + list(TOY_CONF.glob("*.yaml"))
+    assert len(files) >= 15, files
+    for path in files:
+        assert path.resolve().is_file(), f"dangling link {path}"
+        assert isinstance(load(path), dict), path
+
+
+@pytest.fixture(scope="module")
+def asr_task():
+    from espnet2.tasks.asr import ASRTask
+
+    import espnet_ot  # noqa: F401  (registration; the .pth hook does it too)
+
+    return ASRTask
+
+
+@pytest.mark.parametrize("config", training_configs(), ids=lambda p: str(p.relative_to(REPO)))
+def test_training_config_builds_model(config, asr_task, tmp_path):
+    """Every class the YAML names exists in ESPnet's ASR task (incl. espnet_ot's) and takes the given options."""
+    token_list = tmp_path / "tokens.txt"
+    token_list.write_text("\n".join(["<blank>", "<unk>", "我", "们", "好", "<sos/eos>"]) + "\n")
+    parser = asr_task.get_parser()
+    args = parser.parse_args(["--config", str(config), "--token_list", str(token_list), "--output_dir", str(tmp_path)])
+    model = asr_task.build_model(args)
+    conf = load(config)
+    if conf.get("model") == "espnet_ot":
+        from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
+        from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+
+        assert isinstance(model, ESPnetOTModel)
+        assert isinstance(model.postencoder, CAKTAdapter)
+        assert not any("plm" in k.lower() for k in model.state_dict()), "the PLM must not be a submodule"
+    else:
+        assert model.postencoder is None and model.decoder is None
+    assert model.ctc_weight == 1.0
+
+
+def test_decode_config_is_ctc_only():
+    from espnet2.bin.asr_inference import get_parser
+
+    conf = load(PAPER_CONF / "decode_ctc.yaml")
+    dests = {a.dest for a in get_parser()._actions}
+    assert set(conf) <= dests, set(conf) - dests
+    assert conf["beam_size"] == 1 and conf["ctc_weight"] == 1.0 and conf["lm_weight"] == 0.0
+    assert conf.get("penalty", 0.0) == 0.0
+
+
+def _without_ot(conf: dict) -> dict:
+    return {k: v for k, v in conf.items() if k not in OT_KEYS}
+
+
+@pytest.mark.parametrize("conf_dir", [PAPER_CONF, TOY_CONF], ids=["paper", "toy"])
+def test_methods_differ_from_baseline_only_in_model_and_adapter(conf_dir):
+    """Switching method = switching YAML: frontend, encoder, optimiser and batching are the baseline's."""
+    base = load(conf_dir / "train_asr_ctc_conformer.yaml")
+    others = [p for p in conf_dir.rglob("train_*.yaml") if p.name != "train_asr_ctc_conformer.yaml"]
+    assert len(others) >= 3
+    for path in others:
+        conf = load(path)
+        assert _without_ot(conf) == _without_ot(base), path
+        assert conf["model"] == "espnet_ot" and conf["postencoder"] == "cakt_adapter", path
+        mc = conf["model_conf"]
+        assert mc["ctc_lambda"] == 0.3 and mc["ot_weight"] == 1.0, path
+
+
+def test_paper_baseline_matches_the_paper():
+    conf = load(PAPER_CONF / "train_asr_ctc_conformer.yaml")
+    enc = conf["encoder_conf"]
+    assert conf["encoder"] == "conformer" and enc["input_layer"] == "conv2d"
+    assert (enc["num_blocks"], enc["output_size"], enc["attention_heads"]) == (16, 256, 4)
+    assert (enc["linear_units"], enc["cnn_module_kernel"]) == (2048, 15)
+    assert conf["model_conf"]["ctc_weight"] == 1.0 and "decoder" not in conf
+    assert conf["optim"] == "adam" and conf["optim_conf"]["lr"] == 0.001
+    assert conf["scheduler"] == "warmuplr" and conf["scheduler_conf"]["warmup_steps"] == 20000
+    assert conf["max_epoch"] == 130 and conf["keep_nbest_models"] == 10
+    assert conf["best_model_criterion"] == [["valid", "cer_ctc", "min"]]
+    assert conf["frontend_conf"]["n_mels"] == 80
+
+
+def test_paper_ot_configs():
+    tot = load(PAPER_CONF / "train_asr_tot_cakt.yaml")
+    mc = tot["model_conf"]
+    assert mc["alignment"] == "tot" and mc["plm"] == "bert-base-chinese"
+    assert mc["alignment_conf"] == {"eps": 0.5, "beta": 0.5}
+    assert tot["postencoder_conf"] == {"plm_dim": 768, "scale": 0.1}
+    rows = set()
+    for path in (PAPER_CONF / "tuning").glob("train_asr_tot_cakt_*.yaml"):
+        conf = load(path)
+        rows.add((conf["model_conf"]["alignment_conf"]["eps"], conf["postencoder_conf"]["scale"]))
+        assert conf["model_conf"]["alignment_conf"]["beta"] == 0.5
+    assert rows == set(TABLE1_ROWS)
+    assert load(PAPER_CONF / "train_asr_ot_bert.yaml")["model_conf"]["alignment"] == "ot"
+    gm = load(PAPER_CONF / "train_asr_gm_ot.yaml")["model_conf"]
+    assert gm["alignment"] == "gmot" and gm["alignment_conf"]["alpha"] > 0
+    edges = {load(p)["model_conf"]["alignment_conf"]["edges"] for p in (PAPER_CONF / "tuning").glob("*gm_ot*.yaml")}
+    assert edges == {"temporal", "feature", "mix"}
+
+
+def test_ot_config_options_are_accepted_by_the_ot_core():
+    import espnet_ot.ot as ot_core
+
+    params = set(inspect.signature(ot_core.ot_alignment).parameters)
+    for path in training_configs():
+        conf = load(path)
+        if conf.get("model") == "espnet_ot":
+            assert set(conf["model_conf"].get("alignment_conf", {})) <= params, path
+
+
+def test_config_plm_helper_matches_the_model():
+    """local/config_plm.py names the same model, model_conf key and data key as espnet_ot's model."""
+    from espnet_ot.asr import espnet_ot_model
+
+    sys.path.insert(0, str(RECIPE / "local"))
+    try:
+        import config_plm
+    finally:
+        sys.path.pop(0)
+    assert config_plm.PLM_DATA_KEY == espnet_ot_model.PLM_FEATS_KEY
+    assert config_plm.PLM_CONF_KEY in inspect.signature(espnet_ot_model.ESPnetOTModel.__init__).parameters
+    assert config_plm.NO_OT_ALIGNMENT in espnet_ot_model.ALIGNMENTS
+    tot = load(PAPER_CONF / "train_asr_tot_cakt.yaml")
+    assert config_plm.plm_options(tot)["plm"] == "bert-base-chinese"
+    assert config_plm.plm_options(tot, "/x/plm")["plm"] == "/x/plm"
+    assert config_plm.plm_options(load(PAPER_CONF / "train_asr_ctc_conformer.yaml"))["plm"] == ""
+    off = dict(tot, model_conf=dict(tot["model_conf"], alignment="none"))
+    assert config_plm.plm_options(off)["plm"] == ""
+    with pytest.raises(ValueError, match="model_conf.plm"):
+        config_plm.plm_options(dict(tot, model_conf=dict(tot["model_conf"], plm=None)))
+
+
+def test_shell_scripts_parse_and_run_sh_only_passes_options():
+    scripts = [RECIPE / "run.sh", RECIPE / "path.sh", RECIPE / "cmd.sh", RECIPE / "db.sh"]
+    scripts += sorted((RECIPE / "local").glob("*.sh"))
+    for script in scripts:
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    for script in [RECIPE / "run.sh"] + sorted((RECIPE / "local").glob("*.sh")):
+        if script.name not in ("path.sh",):
+            assert os.access(script, os.X_OK), f"{script} is not executable"
+    run_sh = (RECIPE / "run.sh").read_text()
+    code = "\n".join(re.sub(r"(^|\s)#.*$", "", line) for line in run_sh.splitlines())
+    # training, decoding and scoring are asr.sh's: run.sh never calls ESPnet's Python entry points itself
+    assert "espnet2.bin" not in code
+    assert re.search(r"\./asr\.sh ", code)
+    assert "--inference_asr_model valid.cer_ctc.ave.pth" in code
+    assert "--inference_config conf/decode_ctc.yaml" in code
+    for path in [RECIPE / "run.sh"] + list((RECIPE / "local").glob("*.sh")):
+        assert not re.search(r"^\s*(\S*python\S* -m )?pip install", path.read_text(), re.M), path
+
+
+def test_recipe_holds_no_espnet_files():
+    """Only links to the TEMPLATE (created by local/setup_espnet.sh, git-ignored), never copies."""
+    for name in ESPNET_LINKS:
+        path = RECIPE / name
+        assert not path.exists() or path.is_symlink(), f"{path} must be a link made by local/setup_espnet.sh"
+    ignored = (RECIPE / ".gitignore").read_text().split()
+    for name in ESPNET_LINKS:
+        assert f"/{name}" in ignored
+
+
+def test_missing_espnet_checkout_gives_one_clear_error(tmp_path):
+    recipe = copy_recipe(tmp_path / "repo")
+    env = recipe_env({"ESPNET_ROOT": str(tmp_path / "no_espnet"), "HOME": str(tmp_path / "home")})
+    env.pop("XDG_CACHE_HOME", None)
+    for cmd in (["local/setup_espnet.sh"], ["./run.sh", "--toy", "true"]):
+        res = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0, cmd
+        err = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(err) == 1, res.stderr
+        assert "make espnet" in err[0] and "ESPNET_ROOT" in err[0] and str(tmp_path / "no_espnet") in err[0]
+    env.pop("ESPNET_ROOT")
+    res = subprocess.run(
+        ["local/setup_espnet.sh", "--print_root"], cwd=recipe, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert res.stdout.strip() == str(tmp_path / "home" / ".cache" / "espnet-ot" / "espnet")
+
+
+# ---------------------------------------------------------------- with an ESPnet checkout
+
+
+def _espnet_checkout() -> Path:
+    """The ESPnet checkout the recipe would use, or None (after a loud warning)."""
+    res = subprocess.run(
+        ["bash", str(RECIPE / "local" / "setup_espnet.sh"), "--print_root"], capture_output=True, text=True
+    )
+    root = Path(res.stdout.strip())
+    if (root / "egs2" / "TEMPLATE" / "asr1" / "asr.sh").is_file() and (root / "utils").is_dir():
+        return root
+    return None
+
+
+def _skip_loudly(request, reason: str):
+    line = f"SKIP test_recipe shell smoke: {reason}"
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line("")
+            reporter.write_line(line, yellow=True, bold=True)
+    else:
+        print(line, file=sys.stderr)
+    warnings.warn(line)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def espnet_root(request):
+    root = _espnet_checkout()
+    if root is None:
+        _skip_loudly(
+            request,
+            "no ESPnet checkout (set ESPNET_ROOT to an ESPnet source tree with egs2/TEMPLATE/asr1 and utils/, "
+            "or run `make espnet` to clone it to ~/.cache/espnet-ot/espnet)",
+        )
+    return root
+
+
+def _write_fake_aishell(root: Path):
+    """A tiny AISHELL-1 layout: 2 train speakers, dev and test, one wav without transcript, spaced words."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for split, spks in (("train", ["S0002", "S0003"]), ("dev", ["S0724"]), ("test", ["S0764"])):
+        for spk in spks:
+            d = root / "data_aishell" / "wav" / split / spk
+            d.mkdir(parents=True)
+            for k in range(3):
+                utt = f"BAC009{spk}W{k:04d}"
+                sf.write(d / f"{utt}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+                if not (split == "train" and k == 2):
+                    lines.append(f"{utt} 我们 今天 好\n")
+    lines.append("BAC009S9999W0000 没有 音频\n")
+    lines.append("BAC009S0764W0009 \n")
+    t = root / "data_aishell" / "transcript"
+    t.mkdir(parents=True)
+    (t / "aishell_transcript_v0.8.txt").write_text("".join(lines), encoding="utf-8")
+
+
+def test_local_data_sh_on_aishell_layout(espnet_root, tmp_path):
+    recipe = copy_recipe(tmp_path / "repo")
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+    corpus = tmp_path / "aishell"
+    _write_fake_aishell(corpus)
+    res = subprocess.run(
+        ["local/data.sh", "--aishell", str(corpus), "--download", "false"],
+        cwd=recipe, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = {"train": 4, "dev": 3, "test": 3}
+    for split, n in counts.items():
+        d = recipe / "data" / split
+        text = (d / "text").read_text(encoding="utf-8").splitlines()
+        assert len(text) == n, (split, text)
+        assert all(line.split(" ", 1)[1] == "我们今天好" for line in text)  # spaces removed
+        for f in ("wav.scp", "utt2spk"):
+            assert [line.split()[0] for line in (d / f).read_text().splitlines()] == [t.split()[0] for t in text]
+        assert (d / "spk2utt").is_file()
+        wav = (d / "wav.scp").read_text().split()[1]
+        assert Path(wav).is_absolute() and Path(wav).is_file()
+    # no corpus and --download false: one clear error
+    res = subprocess.run(
+        ["local/data.sh", "--aishell", str(tmp_path / "none"), "--download", "false"],
+        cwd=recipe, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode != 0 and "--download false" in res.stdout + res.stderr
+
+
+FAKE_DUMPER = """#!/usr/bin/env bash
+# stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text
+set -e
+while [ $# -gt 0 ]; do
+  case "$1" in --text) text=$2; shift 2;; --output_dir) out=$2; shift 2;; --name) name=$2; shift 2;; *) shift;; esac
+done
+mkdir -p "$out"; echo run >> "$out/../calls"
+awk -v ark="$out/$name.ark" '{ print $1, ark ":" NR }' "$text" > "$out/$name.scp"
+"""
+
+
+def test_plm_dump_stage_dedupes_and_reuses(espnet_root, tmp_path):
+    """Speed-perturbed copies and repeated sentences share one entry; a second call with the same inputs reuses."""
+    recipe = copy_recipe(tmp_path / "repo")
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_DUMPER)
+    fake.chmod(0o755)
+    sets = {"train_sp": [], "dev": ["D1 我们好", "D2 你好"]}
+    for i, t in enumerate(["我们", "你们", "我们"]):
+        for p in ("", "sp0.9-", "sp1.1-"):
+            sets["train_sp"].append(f"{p}T{i} {t}")
+    for name, lines in sets.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "text").write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
+    out = tmp_path / "plm"
+    cmd = ["local/dump_plm_feats.sh", "--python", str(fake), "--nj", "2", "--plm", "some/plm",
+           str(out), str(tmp_path / "train_sp"), str(tmp_path / "dev")]
+    for _ in range(2):
+        res = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert (out / "calls").read_text().count("run") == 2  # 2 jobs in the first call, none in the second
+    train = dict(line.split() for line in (out / "train_sp" / "feats.scp").read_text().splitlines())
+    dev = dict(line.split() for line in (out / "dev" / "feats.scp").read_text().splitlines())
+    assert sorted(train) == sorted(u.split()[0] for u in sets["train_sp"]) and sorted(dev) == ["D1", "D2"]
+    assert train["T0"] == train["sp0.9-T0"] == train["sp1.1-T0"] == train["T2"]
+    assert len(set(train.values()) | set(dev.values())) == 4  # 我们, 你们, 我们好, 你好
+    # another PLM: dumped again
+    cmd[cmd.index("some/plm")] = "other/plm"
+    subprocess.run(cmd, cwd=recipe, env=env, check=True, capture_output=True, timeout=60)
+    assert (out / "train_sp" / "feats.scp").is_file()
+
+
+S2T_CHECK = textwrap.dedent(
+    """
+    import sys
+    import soundfile as sf
+    from espnet2.bin.asr_inference import Speech2Text
+    from espnet2.main_funcs.pack_funcs import unpack
+
+    files = unpack(sys.argv[1], sys.argv[2])
+    s2t = Speech2Text(**files, beam_size=1, ctc_weight=1.0, lm_weight=0.0, device="cpu")
+    wav, fs = sf.read(sys.argv[3])
+    hyp = s2t(wav)[0][0]
+    print("MODEL", type(s2t.asr_model).__name__, type(s2t.asr_model.postencoder).__name__)
+    print("HYP", repr(hyp))
+    """
+)
+
+
+def test_toy_shell_smoke(espnet_root, request, tmp_path):
+    """./run.sh --toy true: stages 1-14 for the baseline and TOT-CAKT (config swap), with a tiny corpus and PLM."""
+    sclite_ok = shutil.which("sclite") or Path("/usr/lib/sctk/bin/sclite").is_file()
+    if not sclite_ok:
+        _skip_loudly(request, "sclite not found (stage 13): install SCTK, e.g. `apt-get install -y sctk`")
+    recipe = copy_recipe(tmp_path / "repo")
+    toy = tmp_path / "toy"
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
+    cmd = [
+        "./run.sh", "--toy", "true", "--toy_dir", str(toy),
+        "--toy_corpus_opts", "--num-train 120 --num-dev 16 --num-test 16 --speakers 4 1 1",
+        "--toy_plm_opts", "--steps 20",
+        "--test_sets", "toy_test", "--stop_stage", "14",
+    ]
+    log = tmp_path / "run.log"
+    with open(log, "w") as f:
+        res = subprocess.run(cmd, cwd=recipe, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=1500)
+    out = log.read_text(errors="replace")
+    assert res.returncode == 0, out[-6000:]
+
+    exp = recipe / "exp"
+    for tag in ("toy_train_asr_ctc_conformer", "toy_train_asr_tot_cakt"):
+        results = (exp / f"asr_{tag}" / "RESULTS.md").read_text()
+        assert re.search(r"### CER.*\|[^|\n]*toy_test\|16\|", results, re.S), results
+        zips = list((exp / f"asr_{tag}").glob("*valid.cer_ctc.ave.zip"))
+        assert len(zips) == 1, tag
+    images = exp / "asr_toy_train_asr_tot_cakt" / "images"
+    for name in ("loss_ot.png", "loss_align.png", "loss_ctc.png"):
+        assert (images / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not (exp / "asr_toy_train_asr_ctc_conformer" / "images" / "loss_ot.png").exists()
+
+    # the PLM ran once per data set before training, and training read its features
+    scp = next((recipe / "dump" / "plm").glob("*/toy_train/feats.scp"))
+    n_train = len((recipe / "dump" / "raw" / "toy_train" / "text").read_text().splitlines())
+    assert len(scp.read_text().splitlines()) == n_train
+    train_log = (exp / "asr_toy_train_asr_tot_cakt" / "train.log").read_text()
+    assert "feats.scp,plm_feats,kaldi_ark" in train_log and "loss_ot=" in train_log
+
+    # stage 14's package loads in a fresh process, with the PLM gone (inference never needs it)
+    shutil.move(str(toy / "plm"), str(toy / "plm_moved"))
+    wav = (recipe / "dump" / "raw" / "toy_test" / "wav.scp").read_text().split()[1]
+    zip_path = next((exp / "asr_toy_train_asr_tot_cakt").glob("*.zip"))
+    res = subprocess.run(
+        [PYTHON, "-c", S2T_CHECK, str(zip_path), str(tmp_path / "unpacked"), str(recipe / wav)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MODEL ESPnetOTModel CAKTAdapter" in res.stdout, res.stdout
+    assert "HYP " in res.stdout
