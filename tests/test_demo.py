@@ -1,0 +1,277 @@
+"""`python -m espnet_ot.bin.demo --tiny` end to end (CER table + coupling PNGs), plot_coupling CLI, Kaldi data prep."""
+
+import argparse
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from helpers import REPO, offline_env, run_python
+
+from espnet_ot.bin import demo as demo_mod
+from espnet_ot.bin import plot_coupling as plot_mod
+from espnet_ot.toy import kaldi_data
+
+MODEL_TITLES = [m.title for m in demo_mod.MODELS]
+TABLE_ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \|$")
+
+
+# ------------------------------------------------------------------------------------------ Kaldi data prep
+def _fake_aishell(root: Path) -> Path:
+    """AISHELL-1 layout with 2 train, 1 dev, 1 test speaker; one train wav without transcript."""
+    texts = {
+        "BAC009S0002W0001": "今天 天气 很好",
+        "BAC009S0002W0002": "我们 是 学生",
+        "BAC009S0003W0001": "他 说 好",
+        "BAC009S0004W0001": "大家 好",
+        "BAC009S0005W0001": "来 了",
+        "BAC009S0009W0001": "",  # empty transcript: dropped
+    }
+    layout = {"train": ["S0002", "S0003"], "dev": ["S0004"], "test": ["S0005"]}
+    for split, spks in layout.items():
+        for spk in spks:
+            d = root / "data_aishell" / "wav" / split / spk
+            d.mkdir(parents=True)
+            for utt in texts:
+                if spk in utt:
+                    soundfile.write(str(d / f"{utt}.wav"), np.zeros(1600, dtype=np.float32), 16000)
+    # a train wav with no transcript line at all
+    soundfile.write(str(root / "data_aishell/wav/train/S0003/BAC009S0003W0002.wav"), np.zeros(1600), 16000)
+    tdir = root / "data_aishell" / "transcript"
+    tdir.mkdir(parents=True)
+    lines = [f"{u} {t}" for u, t in texts.items()] + ["BAC009S0002W0001 duplicate line is ignored"]
+    (tdir / "aishell_transcript_v0.8.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_prepare_aishell_writes_kaldi_dirs(tmp_path):
+    corpus = _fake_aishell(tmp_path / "corpus")
+    dirs = kaldi_data.prepare_aishell(corpus, tmp_path / "data", prefix="toy_")
+    assert sorted(dirs) == ["dev", "test", "train"]
+    train = tmp_path / "data" / "toy_train"
+    text = kaldi_data.read_kaldi_text(train / "text")
+    assert text == {"BAC009S0002W0001": "今天天气很好", "BAC009S0002W0002": "我们是学生", "BAC009S0003W0001": "他说好"}
+    wav = kaldi_data.read_kaldi_text(train / "wav.scp")
+    assert sorted(wav) == sorted(text) and all(Path(p).is_file() for p in wav.values())
+    assert kaldi_data.read_kaldi_text(train / "utt2spk")["BAC009S0003W0001"] == "S0003"
+    assert (train / "spk2utt").read_text(encoding="utf-8").splitlines() == [
+        "S0002 BAC009S0002W0001 BAC009S0002W0002", "S0003 BAC009S0003W0001"]
+    assert list(kaldi_data.read_kaldi_text(tmp_path / "data/toy_dev/text")) == ["BAC009S0004W0001"]
+
+    tokens = kaldi_data.write_char_token_list(train / "text", tmp_path / "tokens.txt")
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert tokens[2:4] == ["天", "好"]  # the most frequent (twice each), ties in code-point order
+    assert sorted(tokens[2:-1]) == sorted(set("今天天气很好我们是学生他说好"))
+    assert (tmp_path / "tokens.txt").read_text(encoding="utf-8").split("\n")[:-1] == tokens
+
+
+def test_prepare_aishell_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make_toy_corpus"):
+        kaldi_data.prepare_aishell(tmp_path, tmp_path / "data")
+    corpus = _fake_aishell(tmp_path / "c")
+    (corpus / "data_aishell/transcript/aishell_transcript_v0.8.txt").write_text("X 好\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="has a transcript"):
+        kaldi_data.prepare_aishell(corpus, tmp_path / "data")
+
+
+# ------------------------------------------------------------------------------------------ demo helpers
+def _levenshtein_reference(a: str, b: str) -> int:
+    """Plain recursive definition (small strings only)."""
+    if not a or not b:
+        return len(a) + len(b)
+    return min(
+        _levenshtein_reference(a[1:], b) + 1,
+        _levenshtein_reference(a, b[1:]) + 1,
+        _levenshtein_reference(a[1:], b[1:]) + (a[0] != b[0]),
+    )
+
+
+def _levenshtein_table(a: str, b: str) -> int:
+    """Full dynamic-programming table (an independent implementation for longer strings)."""
+    d = np.zeros((len(a) + 1, len(b) + 1), dtype=int)
+    d[:, 0], d[0, :] = np.arange(len(a) + 1), np.arange(len(b) + 1)
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (a[i - 1] != b[j - 1]))
+    return int(d[-1, -1])
+
+
+def test_edit_distance_matches_the_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = "".join(rng.choice(list("abc"), size=int(rng.integers(0, 6))))
+        b = "".join(rng.choice(list("abc"), size=int(rng.integers(0, 6))))
+        assert demo_mod.edit_distance(a, b) == _levenshtein_reference(a, b) == _levenshtein_table(a, b), (a, b)
+
+
+def test_run_tasks_respects_dependencies_and_parallelism():
+    order, lock, active, peak = [], threading.Lock(), [0], [0]
+
+    def make(name):
+        def fn():
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+                order.append(name)
+        return fn
+
+    tasks = [demo_mod.Task("c", make("c"), ["a", "b"]), demo_mod.Task("a", make("a")),
+             demo_mod.Task("b", make("b")), demo_mod.Task("d", make("d"), ["c"])]
+    times = demo_mod.run_tasks(tasks, 2, demo_mod.Console())
+    assert order.index("c") > max(order.index("a"), order.index("b")) and order[-1] == "d"
+    assert peak[0] == 2 and sorted(times) == ["a", "b", "c", "d"]
+
+    def boom():
+        raise demo_mod.JobFailed("x failed")
+
+    with pytest.raises(demo_mod.JobFailed, match="x failed"):
+        demo_mod.run_tasks([demo_mod.Task("x", boom), demo_mod.Task("y", make("y"), ["x"])], 2, demo_mod.Console())
+
+
+def test_trainer_line_formatting_keeps_cer_and_losses():
+    line = ("[vm] 2026-01-01 10:00:00,000 (trainer:394) INFO: 7epoch results: [train] iter_time=0.01, "
+            "loss_ctc=8.1, loss=3.2, loss_ot=0.6, band_mass=0.69, time=9.6 seconds, total_count=48, "
+            "[valid] loss_ctc=10.9, cer_ctc=0.466, loss_att=nan, loss=10.9, time=0.2 seconds, total_count=4")
+    out = demo_mod.format_trainer_line(line)
+    assert out.startswith("epoch 7: train ") and "cer_ctc=0.466" in out and "band_mass=0.69" in out
+    assert "nan" not in out and "iter_time" not in out
+    assert demo_mod.ECHO.search(line) and not demo_mod.ECHO.search("[vm] x y (abs_task:1) INFO: z")
+    assert demo_mod.format_trainer_line(
+        "[vm] 2026-01-01 10:00:00,000 (trainer:462) INFO: The best model has been updated: valid.cer_ctc"
+    ) == "The best model has been updated: valid.cer_ctc"
+
+
+def test_plot_coupling_rejects_inconsistent_arguments(capsys):
+    parser = plot_mod.get_parser()
+    args = parser.parse_args(["--asr_train_config", "a.yaml", "b.yaml", "--asr_model_file", "a.pth",
+                              "--wav", "x.wav", "--text", "好", "--output", "x.png"])
+    with pytest.raises(ValueError, match="one model file per config"):
+        plot_mod.run(args)
+    args = parser.parse_args(["--asr_train_config", "a.yaml", "--asr_model_file", "a.pth",
+                              "--wav", "x.wav", "--text", "好"])
+    with pytest.raises(ValueError, match="--output"):
+        plot_mod.run(args)
+    assert plot_mod.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
+    assert plot_mod.feats_tokens("今天", 5) == ["0", "1", "2", "3", "4"]
+    assert plot_mod.display_tokens(["[CLS]", "好"], False) == ["[CLS]", "U+597D"]
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """One run of the Python front door on the tiny setting (~2-4 minutes on 2 cores)."""
+    root = tmp_path_factory.mktemp("demo")
+    out, work = root / "out", root / "work"
+    t0 = time.time()
+    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(out), "--work", str(work)],
+                      cwd=root, timeout=900)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, f"demo failed after {elapsed:.0f}s:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return argparse.Namespace(out=out, work=work, stdout=proc.stdout, elapsed=elapsed)
+
+
+def _table(results_md: str):
+    rows = {}
+    for line in results_md.splitlines():
+        m = TABLE_ROW.match(line)
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return rows
+
+
+def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
+    out = tiny_demo.out
+    rows = _table((out / "RESULTS.md").read_text(encoding="utf-8"))
+    assert list(rows) == MODEL_TITLES
+    for m in demo_mod.MODELS:
+        exp = out / "exp" / m.name
+        assert (exp / f"{demo_mod.CRITERION}.ave.pth").exists(), m.name
+        for i, split in enumerate(("dev", "test")):
+            refs = kaldi_data.read_kaldi_text(out / "data" / split / "text")
+            hyps = kaldi_data.read_kaldi_text(exp / "decode_ctc" / split / "text")
+            assert sorted(hyps) == sorted(refs)
+            errors = sum(_levenshtein_table(refs[u], "".join(hyps[u].split())) for u in refs)
+            cer = 100.0 * errors / sum(len(r) for r in refs.values())
+            assert rows[m.title][i] == pytest.approx(cer, abs=0.006), (m.name, split)
+    # the printed table is the written one, and there is one line per phase
+    assert "| model | dev CER (%) | test CER (%) |" in tiny_demo.stdout
+    for phase in ("corpus", "plm", "data", "plm_feats train", "stats", "train baseline", "train gm_ot",
+                  "decode tot_cakt", "coupling", "results"):
+        assert re.search(rf"\] {re.escape(phase)}: done in \d+s", tiny_demo.stdout), phase
+    assert "epoch 1:" in tiny_demo.stdout  # ESPnet's epoch results are echoed
+
+
+def test_demo_models_differ_only_in_ot_settings(tiny_demo):
+    import yaml
+
+    configs = {m.name: yaml.safe_load((tiny_demo.out / "exp" / m.name / "config.yaml").read_text(encoding="utf-8"))
+               for m in demo_mod.MODELS}
+    assert {n: c["model_conf"].get("alignment") for n, c in configs.items()} == {
+        "baseline": "none", "ot_bert": "ot", "tot_cakt": "tot", "gm_ot": "gmot"}
+    ignore = {"model_conf", "config", "output_dir", "train_data_path_and_name_and_type", "valid_data_path_and_name_and_type",
+              "allow_variable_data_keys"}
+    base = {k: v for k, v in configs["baseline"].items() if k not in ignore}
+    for name, c in configs.items():
+        assert {k: v for k, v in c.items() if k not in ignore} == base, name
+    lines = (tiny_demo.out / "RESULTS.md").read_text(encoding="utf-8").splitlines()
+    sizes = {line.split(" | ")[3] for line in lines for m in demo_mod.MODELS if line.startswith(f"| {m.name} |")}
+    assert len(sizes) == 1 and "?" not in sizes, sizes  # identical parameter counts
+
+
+def test_demo_coupling_pngs_parse(tiny_demo):
+    import matplotlib.image
+
+    pngs = sorted((tiny_demo.out / "coupling").glob("*.png"))
+    dev = sorted(kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "dev" / "text"))
+    assert [p.stem for p in pngs] == dev[:3]
+    for p in pngs:
+        img = matplotlib.image.imread(str(p))
+        assert img.ndim == 3 and img.shape[1] > 2 * img.shape[0] > 300  # three panels side by side
+        assert float(img[..., :3].std()) > 0.05
+
+
+def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
+    exp = tiny_demo.out / "exp" / "tot_cakt"
+    wavs = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "wav.scp")
+    texts = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "text")
+    utt = sorted(wavs)[0]
+    png = tmp_path / "one.png"
+    proc = run_python(["-m", "espnet_ot.bin.plot_coupling", "--asr_train_config", str(exp / "config.yaml"),
+                       "--asr_model_file", str(exp / "valid.cer_ctc.ave.pth"), "--wav", wavs[utt],
+                       "--text", texts[utt], "--plm", str(tiny_demo.work / "plm"), "--output", str(png)],
+                      cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(png))
+    assert img.shape[1] > 2 * img.shape[0]
+
+    # an utterance id that the data dir lacks: one-line error, exit 1
+    proc = run_python(["-m", "espnet_ot.bin.plot_coupling", "--asr_train_config", str(exp / "config.yaml"),
+                       "--asr_model_file", str(exp / "valid.cer_ctc.ave.pth"), "--methods", "tot",
+                       "--data_dir", str(tiny_demo.out / "data" / "dev"), "--utt_ids", "NOPE",
+                       "--plm_feats", str(tiny_demo.out / "dump" / "plm" / "dev" / "feats.scp"),
+                       "--output_dir", str(tmp_path / "d")], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1 and "NOPE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_second_run_reuses_corpus_plm_and_training(tiny_demo, capsys):
+    argv = ["--tiny", "--out", str(tiny_demo.out), "--work", str(tiny_demo.work)]
+    again = demo_mod.Demo(demo_mod.get_parser().parse_args(argv))
+    assert again.options_signature() == demo_mod.Demo(demo_mod.get_parser().parse_args(argv)).options_signature()
+    other = demo_mod.Demo(demo_mod.get_parser().parse_args(argv + ["--seed", "1"]))
+    assert other.options_signature() != again.options_signature()
+    again.prepare_out()  # same options: nothing is wiped
+    assert (tiny_demo.out / "exp" / "baseline" / f"{demo_mod.CRITERION}.ave.pth").exists()
+    again.step_corpus()
+    again.step_plm()
+    printed = capsys.readouterr().out
+    assert "make_toy_corpus: reusing" in printed and "pretrain_toy_plm: reusing" in printed
