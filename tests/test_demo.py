@@ -2,7 +2,6 @@
 
 import argparse
 import re
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from helpers import REPO, offline_env, run_python
+from helpers import run_python
 
 from espnet_ot.bin import demo as demo_mod
 from espnet_ot.bin import plot_coupling as plot_mod

@@ -10,7 +10,6 @@ import shutil
 import pytest
 
 from helpers import (
-    REPO,
     char_token_list,
     make_tiny_bert,
     run_python,

@@ -11,7 +11,6 @@ At inference only encoder -> adapter -> CTC runs: no PLM, no OT.
 """
 
 import inspect
-import logging
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch

@@ -24,10 +24,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from espnet_ot.toy.kaldi_data import read_kaldi_text
 
 METHOD_TITLES = {"ot": "OT (no temporal prior)", "tot": "TOT (temporal prior)", "gmot": "GM-OT (FGW)"}
 ALIGNMENT_KEYS = ("eps", "beta", "alpha", "edges", "edge_mix", "max_iter", "tol", "gw_max_iter", "gw_tol")
@@ -93,17 +95,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def read_scp(path: Path) -> Dict[str, str]:
-    """key -> rest of the line of a Kaldi scp/text file."""
-    out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
-
-
 def load_audio_entry(value: str) -> Tuple[np.ndarray, int]:
     """Waveform (float32, mono) and rate of one wav.scp value: a path, `cmd |`, or `file.ark:offset`."""
     import soundfile
@@ -145,7 +136,7 @@ def load_utterances(args: argparse.Namespace, expected_fs: int) -> List[Utteranc
         for name in ("wav.scp", "text"):
             if not (args.data_dir / name).is_file():
                 raise FileNotFoundError(f"--data_dir {args.data_dir} has no {name}")
-        wavs, texts = read_scp(args.data_dir / "wav.scp"), read_scp(args.data_dir / "text")
+        wavs, texts = read_kaldi_text(args.data_dir / "wav.scp"), read_kaldi_text(args.data_dir / "text")
         ids = args.utt_ids or [u for u in sorted(texts) if u in wavs][: args.num_utts]
         missing = [u for u in ids if u not in wavs or u not in texts]
         if missing:

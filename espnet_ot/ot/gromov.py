@@ -1,6 +1,6 @@
 """Batched entropic fused Gromov-Wasserstein (GM-OT, DESIGN §3) by projected mirror descent with Sinkhorn steps."""
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 

@@ -1,7 +1,7 @@
 """OT losses for knowledge transfer: transport costs with envelope or unrolled gradients, and coupling diagnostics."""
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 

@@ -88,7 +88,7 @@ def prepare_aishell(
 
 
 def read_kaldi_text(path: Path) -> Dict[str, str]:
-    """utt -> transcript of a Kaldi `text` file (the transcript may be empty)."""
+    """key -> rest of the line of a Kaldi `text` or `.scp` file (the rest may be empty)."""
     out: Dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
