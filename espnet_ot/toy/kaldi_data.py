@@ -2,7 +2,7 @@
 
 import collections
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 SPLITS = ("train", "dev", "test")
 TRANSCRIPT_REL = Path("data_aishell") / "transcript" / "aishell_transcript_v0.8.txt"
@@ -35,9 +35,7 @@ def find_wavs(split_dir: Path) -> Dict[str, Tuple[str, Path]]:
     return out
 
 
-def write_data_dir(
-    out_dir: Path, utts: Dict[str, Tuple[str, Path, str]]
-) -> Path:
+def write_data_dir(out_dir: Path, utts: Dict[str, Tuple[str, Path, str]]) -> Path:
     """Write wav.scp, text, utt2spk, spk2utt (sorted by utterance id) for utt -> (spk, wav, text)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,14 +122,3 @@ def write_char_token_list(train_text: Path, path: Path, min_count: int = 1) -> L
     write_token_list(path, tokens)
     return tokens
 
-
-def subset_data_dir(src: Path, dst: Path, utt_ids: Optional[Sequence[str]] = None, first: Optional[int] = None) -> Path:
-    """Copy a data dir restricted to utt_ids (or its first `first` utterances, in sorted order)."""
-    src, dst = Path(src), Path(dst)
-    text = read_kaldi_text(src / "text")
-    keep = sorted(text) if utt_ids is None else [u for u in utt_ids if u in text]
-    if first is not None:
-        keep = keep[:first]
-    wav = dict(l.rstrip("\n").split(maxsplit=1) for l in open(src / "wav.scp", encoding="utf-8") if l.strip())
-    spk = dict(l.split() for l in open(src / "utt2spk", encoding="utf-8") if l.strip())
-    return write_data_dir(dst, {u: (spk[u], Path(wav[u]), text[u]) for u in keep})
