@@ -19,19 +19,19 @@ cores/jobs torch threads. Rerunning with the same options reuses the corpus, the
 """
 
 import argparse
-import concurrent.futures
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import editdistance
+
+from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, Console, JobFailed, Task, job_env, run_logged, run_tasks
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list, write_data_dir
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
@@ -66,27 +66,6 @@ TINY = dict(num_train=24, num_dev=4, num_test=4, speakers=(2, 1, 1), max_chars=2
 TINY_MODEL_ARGS = ["--encoder_conf", "output_size=32", "--encoder_conf", "linear_units=32",
                    "--encoder_conf", "num_blocks=1", "--encoder_conf", "attention_heads=2",
                    "--keep_nbest_models", "1"]
-# ESPnet trainer lines echoed to the console (the full log is in <out>/exp/<model>/train.log).
-ECHO = re.compile(r"\((trainer|average_nbest_models):\d+\)|Traceback|\bERROR\b")
-ECHO_SKIP = re.compile(r"batch:|^\[nltk_data\]")
-ESPNET_PREFIX = re.compile(r"^\[[^\]]*\] \S+ \S+ \((\w+):\d+\) (INFO|WARNING|ERROR): ")
-EPOCH_RESULTS = re.compile(r"(\d+)epoch results: \[train\] (.*?), \[valid\] (.*?)(, \[|$)")
-SHOWN_STATS = ("loss", "loss_ctc", "cer_ctc", "loss_ot", "loss_align", "band_mass", "time")
-
-
-def format_trainer_line(line: str) -> str:
-    """Shorten an ESPnet trainer log line; epoch results keep the losses, CER and coupling band mass."""
-    m = EPOCH_RESULTS.search(line)
-    if m:
-        parts = []
-        for name, blob in (("train", m.group(2)), ("valid", m.group(3))):
-            stats = dict(kv.split("=", 1) for kv in blob.split(", ") if "=" in kv)
-            shown = [f"{k}={stats[k]}" for k in SHOWN_STATS if k in stats and stats[k] != "nan"]
-            parts.append(f"{name} " + " ".join(shown))
-        return f"epoch {m.group(1)}: " + " | ".join(parts)
-    return ESPNET_PREFIX.sub("", line.rstrip())
-
-
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(
@@ -113,114 +92,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="a very small, fast setting (for the test suite)")
     p.add_argument("--verbose", action="store_true", help="echo every line of ESPnet's logs")
     return p
-
-
-# --------------------------------------------------------------------------------------- running jobs
-class Console:
-    """Thread-safe printing with one line per phase."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.t0 = time.time()
-
-    def line(self, msg: str) -> None:
-        with self.lock:
-            print(f"[demo {time.time() - self.t0:6.0f}s] {msg}", flush=True)
-
-    def raw(self, msg: str) -> None:
-        with self.lock:
-            print(msg, flush=True)
-
-
-class JobFailed(RuntimeError):
-    """A subprocess of the demo exited non-zero."""
-
-
-_LIVE: Dict[int, subprocess.Popen] = {}
-_LIVE_LOCK = threading.Lock()
-
-
-def stop_live_jobs() -> None:
-    """Terminate the subprocesses this demo started that are still running (after another one failed)."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE.values())
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-
-
-def job_env(threads: int) -> Dict[str, str]:
-    """Environment of the subprocesses: offline Hugging Face, `threads` torch threads, Agg matplotlib."""
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", MPLBACKEND="Agg",
-        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def run_logged(
-    cmd: Sequence[str], log: Path, console: Console, env: Dict[str, str], tag: str,
-    echo: Optional[Callable[[str], bool]] = None, cwd: Optional[Path] = None,
-) -> None:
-    """Run cmd with stdout+stderr into `log`; echo selected lines as `[tag] line`; raise JobFailed on error."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as f:
-        f.write("# " + " ".join(str(c) for c in cmd) + "\n")
-        f.flush()
-        proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-            errors="replace", cwd=str(cwd) if cwd else None,
-        )
-        assert proc.stdout is not None
-        with _LIVE_LOCK:
-            _LIVE[proc.pid] = proc
-        for line in proc.stdout:
-            f.write(line)
-            if echo is not None and echo(line):
-                text = format_trainer_line(line)
-                console.raw(f"[{tag}] {text[:400]}{' ...' if len(text) > 400 else ''}")
-        rc = proc.wait()
-        with _LIVE_LOCK:
-            _LIVE.pop(proc.pid, None)
-    if rc != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-        console.raw("\n".join(f"[{tag}] | {t}" for t in tail))
-        raise JobFailed(f"{tag}: `{' '.join(str(c) for c in cmd[:4])} ...` exited with {rc}; full log: {log}")
-
-
-@dataclass
-class Task:
-    """A unit of work for the scheduler: runs after all of `deps`."""
-
-    name: str
-    fn: Callable[[], None]
-    deps: List[str] = field(default_factory=list)
-
-
-def run_tasks(tasks: Sequence[Task], jobs: int, console: Console) -> Dict[str, float]:
-    """Run tasks respecting dependencies, `jobs` at a time; returns wall seconds per task. Stops on failure."""
-    pending = {t.name: t for t in tasks}
-    done: Dict[str, float] = {}
-    running: Dict[concurrent.futures.Future, Tuple[str, float]] = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending or running:
-            ready = [t for t in pending.values() if all(d in done for d in t.deps)]
-            for t in ready[: max(0, jobs - len(running))]:
-                del pending[t.name]
-                running[pool.submit(t.fn)] = (t.name, time.time())
-            if not running:
-                raise RuntimeError(f"tasks {sorted(pending)} wait for dependencies that never run")
-            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for fut in finished:
-                name, start = running.pop(fut)
-                exc = fut.exception()
-                if exc is not None:
-                    pending.clear()
-                    stop_live_jobs()
-                    raise exc
-                done[name] = time.time() - start
-    return done
 
 
 # --------------------------------------------------------------------------------------- the demo
@@ -485,7 +356,7 @@ class Demo:
         for utt, ref in refs.items():
             r = "".join(ref.split())
             h = "".join(hyps.get(utt, "").split())
-            errors += edit_distance(r, h)
+            errors += editdistance.eval(r, h)
             total += len(r)
         return 100.0 * errors / max(1, total), errors, total
 
@@ -590,19 +461,6 @@ class Demo:
     def step_results_quiet(self) -> None:
         rows = [(m, self.cer(m, "dev"), self.cer(m, "test")) for m in self.models]
         (self.out / "RESULTS.md").write_text(self.results_markdown(rows), encoding="utf-8")
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings (substitutions, deletions, insertions cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -55,14 +55,14 @@ def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
 
 
 def plan_corpus(
-    sentences: Dict[str, List[str]], speakers: Sequence[int], seed: int
+    sentences: Dict[str, List[str]], speakers: Sequence[int], seed: int, pitch_range: Optional[int] = None
 ) -> Tuple[Dict[str, Tuple[str, SpeakerProfile]], List[Tuple[str, str, str, str]]]:
     """Assign speakers and utterance ids.
 
     Returns ({spk: (split, profile)}, [(split, spk, utt, sentence), ...]); speakers are disjoint across splits
     and each split's sentences go round-robin over its speakers.
     """
-    profiles = make_speaker_profiles(sum(speakers), seed)
+    profiles = make_speaker_profiles(sum(speakers), seed, pitch_range)
     spk_info: Dict[str, Tuple[str, SpeakerProfile]] = {}
     utts: List[Tuple[str, str, str, str]] = []
     number = FIRST_SPEAKER_NUMBER
@@ -91,6 +91,7 @@ def build_toy_corpus(
     max_chars: int = 400,
     min_len: int = 6,
     max_len: int = 20,
+    pitch_range: Optional[int] = None,
     num_workers: int = 2,
     force: bool = False,
     log: Callable[[str], None] = print,
@@ -107,6 +108,7 @@ def build_toy_corpus(
         max_chars: character inventory size (the most frequent news characters).
         min_len: shortest sentence in characters.
         max_len: longest sentence in characters.
+        pitch_range: eSpeak pitch range of every speaker (0: monotone, tones not in the pitch); None: drawn.
         num_workers: synthesis processes.
         force: rebuild even if out holds a finished toy corpus made with other options.
         log: progress printer.
@@ -133,6 +135,8 @@ def build_toy_corpus(
         max_len=int(max_len),
         sample_rate=SAMPLE_RATE,
     )
+    if pitch_range is not None:  # absent from the key when unset, so older caches stay valid
+        options["pitch_range"] = int(pitch_range)
     root = Path(out)
     data_dir = root / "data_aishell"
     resource_dir = root / "resource_aishell"
@@ -167,7 +171,7 @@ def build_toy_corpus(
         f"[{time.time() - t0:.1f}s]"
     )
 
-    spk_info, utts = plan_corpus(chosen, speakers, seed)
+    spk_info, utts = plan_corpus(chosen, speakers, seed, pitch_range)
     data_dir.mkdir(parents=True)
     manifest = dict(
         options=options,
@@ -239,6 +243,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-len", type=int, default=6, help="shortest sentence (characters)")
     parser.add_argument("--max-len", type=int, default=20, help="longest sentence (characters)")
     parser.add_argument(
+        "--pitch-range", "--pitch_range", type=int, default=None,
+        help="eSpeak pitch range of every speaker, 0 = monotone (tones absent from the pitch); default: drawn",
+    )
+    parser.add_argument(
         "--num-workers", type=int, default=min(2, os.cpu_count() or 1), help="synthesis processes"
     )
     parser.add_argument("--force", action="store_true", help="rebuild a corpus made with other options")
@@ -259,6 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             max_chars=args.max_chars,
             min_len=args.min_len,
             max_len=args.max_len,
+            pitch_range=args.pitch_range,
             num_workers=args.num_workers,
             force=args.force,
             log=lambda msg: print(msg, flush=True),

@@ -49,8 +49,14 @@ class SpeakerProfile:
         return "F" if self.variant.startswith("f") else "M"
 
 
-def make_speaker_profiles(num: int, seed: int = 0) -> List[SpeakerProfile]:
-    """Return num distinct speakers: variants cycled in a seeded order, rate/pitch/range drawn per speaker."""
+def make_speaker_profiles(num: int, seed: int = 0, pitch_range: Optional[int] = None) -> List[SpeakerProfile]:
+    """Return num distinct speakers: variants cycled in a seeded order, rate/pitch/range drawn per speaker.
+
+    pitch_range: eSpeak's pitch range for every speaker (0 = monotone: the lexical tones are then absent from
+    the pitch, only weak duration cues remain); None draws it per speaker (30..80).
+    """
+    if pitch_range is not None and not 0 <= pitch_range <= 100:
+        raise ValueError(f"pitch_range: eSpeak's pitch range is 0..100, got {pitch_range}")
     if num < 0:
         raise ValueError(f"num: the number of speakers must be >= 0, got {num}")
     rng = random.Random(f"speakers-{seed}")
@@ -66,6 +72,8 @@ def make_speaker_profiles(num: int, seed: int = 0) -> List[SpeakerProfile]:
             pitch=rng.randint(25, 75),
             pitch_range=rng.randint(30, 80),
         )
+        if pitch_range is not None:
+            profile = SpeakerProfile(profile.variant, profile.rate, profile.pitch, int(pitch_range))
         i += 1
         if profile not in seen:
             seen.add(profile)

@@ -1,0 +1,58 @@
+"""Batched greedy CTC decoding of a trained ESPnet ASR model (what `asr_inference` does with beam 1, CTC weight 1)."""
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Union
+
+import numpy as np
+import soundfile
+import torch
+
+
+def load_asr_model(config: Union[str, Path], model_file: Union[str, Path]) -> torch.nn.Module:
+    """Build an ESPnet ASR model from its training config and load a checkpoint, in eval mode on CPU."""
+    from espnet2.tasks.asr import ASRTask
+
+    model, _ = ASRTask.build_model_from_file(str(config), str(model_file), "cpu")
+    return model.eval()
+
+
+@torch.no_grad()
+def greedy_ctc_decode(
+    model: torch.nn.Module, wavs: Mapping[str, Union[str, Path]], batch_seconds: float = 60.0
+) -> Dict[str, str]:
+    """Best path of the CTC posteriors, repeats merged and blanks removed, as text (tokens joined, no spaces).
+
+    Utterances are batched by length (``batch_seconds`` of audio per batch); the encoder masks padding, so the
+    result equals decoding one utterance at a time up to floating-point rounding.
+    """
+    token_list: List[str] = list(model.token_list)
+    blank = model.blank_id
+    audio = {}
+    for utt, path in wavs.items():
+        samples, rate = soundfile.read(str(path), dtype="float32")
+        audio[utt] = (samples, rate)
+    order = sorted(audio, key=lambda u: len(audio[u][0]))
+    out: Dict[str, str] = {}
+    i = 0
+    while i < len(order):
+        rate = audio[order[i]][1]
+        batch = [order[i]]
+        while (
+            i + len(batch) < len(order)
+            and len(audio[order[i + len(batch)]][0]) * (len(batch) + 1) <= batch_seconds * rate
+        ):
+            batch.append(order[i + len(batch)])
+        i += len(batch)
+        lengths = torch.tensor([len(audio[u][0]) for u in batch])
+        speech = torch.zeros(len(batch), int(lengths.max()))
+        for k, u in enumerate(batch):
+            speech[k, : lengths[k]] = torch.from_numpy(audio[u][0])
+        enc, enc_lens = model.encode(speech, lengths)
+        best = model.ctc.argmax(enc).numpy()
+        for k, u in enumerate(batch):
+            path = best[k, : int(enc_lens[k])]
+            keep = np.ones(len(path), dtype=bool)
+            keep[1:] = path[1:] != path[:-1]
+            ids = [int(t) for t in path[keep] if t != blank]
+            out[u] = "".join(token_list[t] for t in ids if not token_list[t].startswith("<"))
+    return out

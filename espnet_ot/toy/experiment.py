@@ -1,0 +1,259 @@
+"""The toy experiment's steps on ESPnet's own trainer: data dirs, PLM features, stats, training, decoding, scoring."""
+
+import copy
+import json
+import random
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
+from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, Console, JobFailed, job_env, run_logged
+from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
+
+CRITERION = "valid.cer_ctc"
+FEATS_KINDS = ("plm", "plm_shuffled")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training: a name (its directory under exp/), a config file, a seed and the PLM features it reads.
+
+    feats: ``plm`` (the dumped Z_L), ``plm_shuffled`` (Z_L permuted across utterances of equal token length:
+    the control for the PLM's knowledge) or None (a model without the OT branch).
+    """
+
+    name: str
+    config: Path
+    seed: int
+    feats: Optional[str] = None
+
+
+def deep_update(base: Dict[str, Any], patch: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy of base with patch merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def write_variant(base: Path, patch: Mapping[str, Any], dst: Path, note: str = "") -> Path:
+    """Write base (an ESPnet YAML config) with patch merged in to dst, with a comment line naming both."""
+    conf = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
+    merged = deep_update(conf, patch)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    head = f"# {note or 'variant'}: {Path(base).name} + {json.dumps(patch, sort_keys=True)}\n"
+    text = head + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+    if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
+        dst.write_text(text, encoding="utf-8")
+    return dst
+
+
+def shuffle_within_length(lengths: Mapping[str, int], seed: int) -> Dict[str, str]:
+    """A permutation utt -> donor utt that only swaps utterances of equal length (seeded, deterministic).
+
+    Every length group is rotated after a seeded shuffle, so no utterance of a group of two or more keeps its
+    own entry; utterances alone in their length group map to themselves.
+    """
+    groups: Dict[int, List[str]] = defaultdict(list)
+    for utt in sorted(lengths):
+        groups[lengths[utt]].append(utt)
+    rng = random.Random(seed)
+    out: Dict[str, str] = {}
+    for _, utts in sorted(groups.items()):
+        order = list(utts)
+        rng.shuffle(order)
+        for i, utt in enumerate(order):
+            out[utt] = order[(i + 1) % len(order)]
+    return out
+
+
+class ToyExperiment:
+    """Paths and steps shared by the demo, the sweep and the study (all through ESPnet's asr_train)."""
+
+    def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, threads: int = 1,
+                 console: Optional[Console] = None):
+        """Set up paths under out; nothing is computed here."""
+        self.out = Path(out).resolve()
+        self.corpus = Path(corpus).resolve()
+        self.plm = Path(plm).resolve()
+        self.plm_dim = int(plm_dim)
+        self.threads = threads
+        self.console = console or Console("toy")
+        self.python = sys.executable
+        self.data = self.out / "data"
+        self.token_list = self.data / "token_list" / "char" / "tokens.txt"
+        self.dump = self.out / "dump"
+        self.stats = self.out / "exp" / "asr_stats"
+        self.exp = self.out / "exp"
+
+    def env(self) -> Dict[str, str]:
+        return job_env(self.threads)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self) -> str:
+        """Kaldi data dirs train/dev/test and the char token list (from train)."""
+        dirs = prepare_aishell(self.corpus, self.data)
+        tokens = write_char_token_list(dirs["train"] / "text", self.token_list)
+        counts = {k: len(read_kaldi_text(d / "text")) for k, d in dirs.items()}
+        return f"{counts} utterances, {len(tokens)} tokens"
+
+    def feats_scp(self, kind: str, split: str) -> Path:
+        return self.dump / kind / split / "feats.scp"
+
+    def dump_feats(self, split: str) -> str:
+        """Z_L of every transcript of split, once (python -m espnet_ot.bin.dump_plm_feats)."""
+        out = self.feats_scp("plm", split).parent
+        if (out / "feats.scp").is_file() and (out / "lengths").is_file():
+            return f"reusing {out}/feats.scp"
+        cmd = [self.python, "-m", "espnet_ot.bin.dump_plm_feats", "--text", self.data / split / "text",
+               "--plm", self.plm, "--token_list", self.token_list, "--token_type", "char", "--output_dir", out]
+        run_logged(cmd, out / "dump.log", self.console, self.env(), f"plm_feats {split}")
+        import kaldiio
+
+        lengths = {utt: int(mat.shape[0]) for utt, mat in kaldiio.load_scp_sequential(str(out / "feats.scp"))}
+        (out / "lengths").write_text("".join(f"{u} {n}\n" for u, n in sorted(lengths.items())), encoding="utf-8")
+        return f"{out}/feats.scp"
+
+    def shuffle_feats(self, split: str, seed: int = 0) -> str:
+        """The control's scp: each utterance reads the Z_L of another utterance with as many PLM tokens."""
+        src = self.feats_scp("plm", split)
+        lengths = {u: int(n) for u, n in read_kaldi_text(src.parent / "lengths").items()}
+        donor = shuffle_within_length(lengths, seed)
+        entries = read_kaldi_text(src)
+        dst = self.feats_scp("plm_shuffled", split)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text("".join(f"{u} {entries[donor[u]]}\n" for u in sorted(entries)), encoding="utf-8")
+        kept = sum(1 for u, d in donor.items() if u == d)
+        return f"{dst} ({kept} of {len(donor)} utterances alone in their length group keep their own Z_L)"
+
+    # ------------------------------------------------------------------ ESPnet training
+    def data_opts(self, feats: Optional[str]) -> List[str]:
+        opts: List[str] = []
+        for mode, split in (("train", "train"), ("valid", "dev")):
+            opts += [f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'wav.scp'},speech,sound",
+                     f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'text'},text,text"]
+            if feats is not None:
+                if feats not in FEATS_KINDS:
+                    raise ValueError(f"feats: use one of {FEATS_KINDS} or None, got {feats!r}")
+                opts += [f"--{mode}_data_path_and_name_and_type", f"{self.feats_scp(feats, split)},plm_feats,kaldi_ark"]
+        if feats is not None:
+            opts += ["--allow_variable_data_keys", "true"]
+        return opts
+
+    def common_opts(self, seed: int) -> List[str]:
+        return ["--use_preprocessor", "true", "--token_type", "char", "--token_list", str(self.token_list),
+                "--ngpu", "0", "--seed", str(seed), "--num_workers", "0",
+                "--postencoder_conf", f"plm_dim={self.plm_dim}"]
+
+    def collect_stats(self, config: Path) -> str:
+        """Shapes and global MVN statistics (asr_train --collect_stats), once."""
+        if (self.stats / "train" / "feats_stats.npz").is_file():
+            return f"reusing {self.stats}"
+        keys = self.stats / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        for mode, split in (("train", "train"), ("valid", "dev")):
+            (keys / f"{mode}.scp").write_text((self.data / split / "wav.scp").read_text(encoding="utf-8"),
+                                              encoding="utf-8")
+        cmd = [self.python, "-m", "espnet2.bin.asr_train", "--collect_stats", "true", "--config", config,
+               *self.common_opts(0), *self.data_opts(None),
+               "--train_shape_file", keys / "train.scp", "--valid_shape_file", keys / "valid.scp",
+               "--output_dir", self.stats]
+        run_logged(cmd, self.stats / "stats.log", self.console, self.env(), "stats")
+        n_tokens = len(self.token_list.read_text(encoding="utf-8").splitlines())
+        for mode in ("train", "valid"):  # the token count is appended to text_shape, as asr.sh does
+            shapes = (self.stats / mode / "text_shape").read_text(encoding="utf-8").splitlines()
+            (self.stats / mode / "text_shape.char").write_text(
+                "".join(f"{l},{n_tokens}\n" for l in shapes if l.strip()), encoding="utf-8")
+        return f"{self.stats}/train/feats_stats.npz"
+
+    def run_dir(self, run: Run) -> Path:
+        return self.exp / run.name
+
+    def model_file(self, run: Run) -> Path:
+        return self.run_dir(run) / f"{CRITERION}.ave.pth"
+
+    def train(self, run: Run, extra: Sequence[str] = (), echo_all: bool = False) -> str:
+        """Train with ESPnet's asr_train (resumes an interrupted run; a finished one is kept as it is)."""
+        out = self.run_dir(run)
+        if self.model_file(run).is_file():
+            return f"reusing {self.model_file(run)}"
+        cmd = [self.python, "-m", "espnet2.bin.asr_train", "--config", run.config,
+               *self.common_opts(run.seed), *self.data_opts(run.feats),
+               "--train_shape_file", self.stats / "train" / "speech_shape",
+               "--train_shape_file", self.stats / "train" / "text_shape.char",
+               "--valid_shape_file", self.stats / "valid" / "speech_shape",
+               "--valid_shape_file", self.stats / "valid" / "text_shape.char",
+               "--normalize", "global_mvn", "--normalize_conf", f"stats_file={self.stats / 'train' / 'feats_stats.npz'}",
+               "--resume", "true", "--output_dir", out, *extra]
+        if run.feats is not None:
+            # recorded in config.yaml so that plot_coupling finds the PLM; training reads the dumped Z_L
+            cmd += ["--model_conf", f"plm={self.plm}"]
+        echo = (lambda l: True) if echo_all else (lambda l: bool(ECHO.search(l)) and not ECHO_SKIP.search(l))
+        log = out / "train.log"
+        if log.is_file():  # keep the log of an interrupted attempt
+            log.rename(out / f"train.{len(list(out.glob('train.*.log')))}.log")
+        run_logged(cmd, log, self.console, self.env(), run.name, echo=echo)
+        if not self.model_file(run).is_file():
+            raise JobFailed(f"{run.name}: training finished without {self.model_file(run)}; see {log}")
+        return str(self.model_file(run))
+
+    # ------------------------------------------------------------------ decoding and scoring
+    def hyp_file(self, run: Run, split: str) -> Path:
+        return self.run_dir(run) / "decode_greedy" / split / "text"
+
+    def decode(self, run: Run, splits: Sequence[str]) -> str:
+        """Greedy CTC decoding of the averaged model on splits (in a subprocess, with this run's threads)."""
+        todo = [s for s in splits if not self.hyp_file(run, s).is_file()]
+        if not todo:
+            return "reusing decodings"
+        cmd = [self.python, "-m", "espnet_ot.toy.decode_cli", "--config", self.run_dir(run) / "config.yaml",
+               "--model_file", self.model_file(run)]
+        for split in todo:
+            cmd += ["--wav_scp", self.data / split / "wav.scp", "--output", self.hyp_file(run, split)]
+        run_logged(cmd, self.run_dir(run) / "decode_greedy.log", self.console, self.env(), f"{run.name} decode")
+        return ", ".join(str(self.hyp_file(run, s)) for s in todo)
+
+    def refs(self, split: str) -> Dict[str, str]:
+        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.data / split / "text").items()}
+
+    def hyps(self, run: Run, split: str) -> Dict[str, str]:
+        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.hyp_file(run, split)).items()}
+
+    def error_counts(self, run: Run, split: str) -> ErrorCounts:
+        return decompose(self.refs(split), self.hyps(run, split))
+
+    def utterance_errors(self, run: Run, split: str) -> Tuple[List[str], List[int], List[int]]:
+        return per_utterance(self.refs(split), self.hyps(run, split))
+
+    def epoch_stats(self, run: Run) -> List[Dict[str, Dict[str, float]]]:
+        """Per-epoch train/valid stats from the trainer log (ESPnet's `Nepoch results` lines)."""
+        pattern = re.compile(r"(\d+)epoch results: \[train\] (.*?), \[valid\] (.*?)(, \[|$)")
+        out = []
+        logs = sorted(self.run_dir(run).glob("train*.log"))
+        for log in logs:
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                m = pattern.search(line)
+                if m:
+                    row = {"epoch": int(m.group(1))}
+                    for name, blob in (("train", m.group(2)), ("valid", m.group(3))):
+                        row[name] = {k: float(v) for k, v in (kv.split("=", 1) for kv in blob.split(", ") if "=" in kv)
+                                     if _is_float(v)}
+                    out.append(row)
+        return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,81 @@
+"""Homophone probe of a masked language model: does it pick the right character among its homophones better than frequency?"""
+
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import torch
+
+from espnet_ot.toy.errors import readings, syllables
+
+
+def _candidates(chars: Sequence[str], same_tone: bool) -> Dict[str, List[str]]:
+    """For each character, itself and the others of chars sharing a reading (same_tone) or a syllable (any tone)."""
+    key = readings if same_tone else syllables
+    by_key: Dict[str, set] = {}
+    for c in chars:
+        for k in key(c):
+            by_key.setdefault(k, set()).add(c)
+    return {c: sorted(set().union(*[by_key[k] for k in key(c)]) if key(c) else {c}) for c in chars}
+
+
+@torch.no_grad()
+def homophone_probe(
+    plm: Union[str, Path],
+    sentences: Sequence[str],
+    inventory: Sequence[str],
+    train_counts: Counter,
+    batch_size: int = 256,
+) -> Dict[str, Dict[str, float]]:
+    """Mask each ambiguous character of each sentence and choose among its homophones in ``inventory``.
+
+    A character is *ambiguous* when another character of the inventory (the recogniser's characters) shares one
+    of its syllables. The PLM's choice is the candidate with the highest masked-LM score at that position; the
+    frequency choice is the candidate most frequent in the training transcripts (``train_counts``; ties by code
+    point). Both are scored against the true character, for two candidate sets: ``any_tone`` (same syllable,
+    any tone: what a recogniser that cannot hear tones confuses) and ``same_tone`` (same syllable and tone).
+
+    Returns ``{"any_tone": {...}, "same_tone": {...}}`` with ``plm_acc``, ``freq_acc``, ``n`` (ambiguous
+    positions) and ``ambiguous_share`` (of all characters of the sentences).
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(plm))
+    model = AutoModelForMaskedLM.from_pretrained(str(plm)).eval()
+    vocab = tok.get_vocab()
+    inv = [c for c in inventory if c in vocab]
+    result: Dict[str, Dict[str, float]] = {}
+    total_chars = sum(len(s) for s in sentences)
+    for name, same_tone in (("any_tone", False), ("same_tone", True)):
+        cands = _candidates(inv, same_tone)
+        items = []  # (sentence, position, candidates)
+        for s in sentences:
+            for i, c in enumerate(s):
+                if c in cands and len(cands[c]) > 1:
+                    items.append((s, i, cands[c]))
+        plm_hits = freq_hits = 0
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            ids = [[tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in s] + [tok.sep_token_id]
+                   for s, _, _ in chunk]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), tok.pad_token_id)
+            attention = torch.zeros((len(ids), width), dtype=torch.long)
+            for k, (x, (_, i, _)) in enumerate(zip(ids, chunk)):
+                input_ids[k, : len(x)] = torch.tensor(x)
+                attention[k, : len(x)] = 1
+                input_ids[k, i + 1] = tok.mask_token_id
+            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            for k, (s, i, cand) in enumerate(chunk):
+                scores = logits[k, i + 1, [vocab[c] for c in cand]]
+                plm_hits += cand[int(scores.argmax())] == s[i]
+                freq_hits += max(cand, key=lambda c: (train_counts.get(c, 0), -ord(c))) == s[i]
+        n = len(items)
+        result[name] = {
+            "plm_acc": plm_hits / max(1, n),
+            "freq_acc": freq_hits / max(1, n),
+            "n": n,
+            "ambiguous_share": n / max(1, total_chars),
+        }
+    return result
+

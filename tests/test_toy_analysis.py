@@ -1,0 +1,105 @@
+"""CER decomposition (pypinyin), paired bootstrap CIs, the homophone probe and the study's experiment helpers."""
+
+import collections
+import random
+
+import editdistance
+import numpy as np
+import pytest
+import yaml
+from helpers import make_tiny_bert
+
+from espnet_ot.toy import bootstrap, errors, experiment, probe
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_substitutions_are_classified_by_pinyin():
+    assert errors.classify_substitution("马", "玛") == "homophone"  # ma3 / ma3
+    assert errors.classify_substitution("马", "妈") == "tone"  # ma3 / ma1
+    assert errors.classify_substitution("马", "天") == "other_sub"
+    assert errors.classify_substitution("行", "航") == "homophone"  # polyphone: hang2 is one reading of 行
+
+
+def test_alignment_totals_equal_the_edit_distance_and_pair_close_characters():
+    rng = random.Random(0)
+    chars = "马妈麻骂他们门在上下天"
+    for _ in range(500):
+        a = "".join(rng.choice(chars) for _ in range(rng.randint(0, 9)))
+        b = "".join(rng.choice(chars) for _ in range(rng.randint(0, 9)))
+        ec = errors.utterance_errors(a, b)
+        assert ec.errors == editdistance.eval(a, b), (a, b)
+        ops = errors.align(a, b)
+        assert "".join(r for _, r, _ in ops) == a and "".join(h for _, _, h in ops) == b
+    # two minimal alignments exist; the one pairing the homophones is chosen
+    assert errors.align("气好", "汽很好")[:2] == [("S", "气", "汽"), ("I", "", "很")]
+
+
+def test_decomposition_points_add_up_to_the_cer():
+    refs = {"a": "他们在马上", "b": "今天天气好"}
+    hyps = {"a": "他门在妈上下", "b": "今天气好"}
+    ec = errors.decompose(refs, hyps)
+    assert ec.counts == {"homophone": 1, "tone": 1, "other_sub": 0, "deletion": 1, "insertion": 1}
+    assert sum(ec.points().values()) == pytest.approx(ec.cer) == pytest.approx(100 * 4 / 10)
+    assert ec.linguistic_share == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="hyps: no hypothesis"):
+        errors.decompose(refs, {"a": ""})
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+def test_bootstrap_ci_covers_the_difference_and_detects_a_real_one():
+    rng = np.random.default_rng(0)
+    lens = rng.integers(8, 20, size=400)
+    base = [rng.binomial(lens, 0.3) for _ in range(3)]
+    same = [rng.binomial(lens, 0.3) for _ in range(3)]
+    better = [rng.binomial(lens, 0.2) for _ in range(3)]
+    null = bootstrap.paired_bootstrap_cer_diff(base, same, lens)
+    assert null["low"] < 0 < null["high"]
+    gain = bootstrap.paired_bootstrap_cer_diff(base, better, lens)
+    assert gain["high"] < 0 and gain["low"] < gain["diff"] < gain["high"]
+    assert gain["diff"] == pytest.approx(100 * (np.mean(better, 0).sum() - np.mean(base, 0).sum()) / lens.sum())
+    assert gain["p_below_zero"] > 0.99
+    with pytest.raises(ValueError, match="errors_a/errors_b"):
+        bootstrap.paired_bootstrap_cer_diff(base, better, lens[:-1])
+
+
+def test_mean_sd_is_the_sample_statistic():
+    assert bootstrap.mean_sd([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert bootstrap.mean_sd([5.0]) == (5.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ experiment helpers
+def test_shuffle_swaps_only_equal_lengths_and_moves_everyone_it_can():
+    lengths = {f"u{i}": 5 + i % 3 for i in range(30)}
+    lengths["alone"] = 99
+    donor = experiment.shuffle_within_length(lengths, seed=0)
+    assert sorted(donor.values()) == sorted(lengths)  # a permutation
+    assert all(lengths[u] == lengths[d] for u, d in donor.items())
+    assert donor["alone"] == "alone" and all(u != d for u, d in donor.items() if u != "alone")
+    assert donor == experiment.shuffle_within_length(lengths, seed=0) != experiment.shuffle_within_length(lengths, 1)
+
+
+def test_variant_config_merges_the_patch_deeply(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
+                                    "max_epoch": 5}))
+    dst = experiment.write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
+    conf = yaml.safe_load(dst.read_text())
+    assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}
+    assert yaml.safe_load(base.read_text())["model_conf"]["alignment_conf"]["eps"] == 0.1
+
+
+# ------------------------------------------------------------------------------------------ probe
+def test_homophone_probe_counts_ambiguous_positions(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    # a tiny random BERT with a masked-LM head (the probe runs; its PLM numbers are chance)
+    mlm_dir = make_tiny_bert(tmp_path / "mlm", chars="他她们门在上")
+    BertForMaskedLM(BertConfig.from_pretrained(str(mlm_dir))).save_pretrained(str(mlm_dir))
+    inventory = list("他她们门在上")  # ta1 x2, men2/men5 + men2, zai4, shang4
+    sentences = ["他们在上", "她在上"]
+    res = probe.homophone_probe(mlm_dir, sentences, inventory, collections.Counter("他他他们在上"))
+    # any tone: 他/她 (ta) and 们/门 (men) are ambiguous -> 3 positions of 7 characters
+    assert res["any_tone"]["n"] == 3 and res["any_tone"]["ambiguous_share"] == pytest.approx(3 / 7)
+    # frequency always picks 他 among {他, 她} and 们 (count 1) over 门 (count 0): right on 他, 们; wrong on 她
+    assert res["any_tone"]["freq_acc"] == pytest.approx(2 / 3)
+    assert 0.0 <= res["any_tone"]["plm_acc"] <= 1.0
