@@ -5,12 +5,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
 from espnet_ot.toy.jobs import Console, Task, run_tasks
+from espnet_ot.toy.probe import homophone_probe
+from espnet_ot.toy.text import char_counts
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
 
@@ -39,31 +41,37 @@ METHODS: Tuple[Method, ...] = (
 )
 METHOD_NAMES = tuple(m.name for m in METHODS)
 
-# The dev sweep: (variant name, base method, patch). Each is trained once (seed SWEEP_SEED) and decoded on dev.
+# The dev sweep: variants of a method's base config, each trained once (seed SWEEP_SEED) and decoded on dev only;
+# the variant with the lowest dev CER is what the study trains for that method (and for the controls built on it).
+# TOT-CAKT and OT-BERT use eps 0.1 without a sweep: at 0.5 the OT-BERT coupling is uniform (see docs/results).
 SWEEP_SEED = 100
-# Patches replace whole alignment_conf entries key by key (the other keys keep the base config's values).
-SWEEP: Tuple[Tuple[str, str, Dict[str, Any]], ...] = (
-    ("tot_eps0.1", "tot_cakt", {"model_conf": {"alignment_conf": {"eps": 0.1}}}),
-    ("tot_eps0.3", "tot_cakt", {"model_conf": {"alignment_conf": {"eps": 0.3}}}),
-    ("gmot_feature_edges", "gm_ot", {"model_conf": {"alignment_conf": {"edges": "feature"}}}),
-    ("gmot_temporal_edges", "gm_ot", {"model_conf": {"alignment_conf": {"edges": "temporal"}}}),
-)
+SWEEP: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
+    "gm_ot": (
+        ("feature_edges", {"model_conf": {"alignment_conf": {"edges": "feature"}}}),
+        ("temporal_edges", {"model_conf": {"alignment_conf": {"edges": "temporal"}}}),
+    ),
+}
+# Controls are variants of TOT-CAKT: they take its chosen settings.
+BASED_ON = {"control_no_ot_weight": "tot_cakt", "control_shuffled_plm": "tot_cakt"}
 
 
 class Study:
     """Runs (resumably) the sweep or the study of the toy experiment and writes their reports."""
 
     def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, jobs: int = 2,
-                 conf_dir: Path = REPO_CONF, console: Optional[Console] = None):
-        """Paths only; nothing is computed here."""
+                 conf_dir: Path = REPO_CONF, console: Optional[Console] = None, train_args: Sequence[str] = ()):
+        """Paths only; nothing is computed here. train_args: extra asr_train options of every training."""
         self.console = console or Console("study")
         cores = os.cpu_count() or 1
         self.jobs = max(1, jobs)
         self.x = ToyExperiment(out, corpus, plm, plm_dim, threads=max(1, cores // self.jobs), console=self.console)
         self.conf_dir = Path(conf_dir).resolve()
         self.methods = {m.name: m for m in METHODS}
+        self.train_args = list(train_args)
 
-    def phase(self, name: str, fn) -> Task:
+    def phase(self, name: str, fn) -> Callable[[], None]:
+        """fn wrapped to print one line when it starts and one (with its note) when it ends."""
+
         def wrapped() -> None:
             self.console.line(f"{name}: started")
             t0 = time.time()
@@ -78,20 +86,22 @@ class Study:
             return self.conf_dir / method.config
         return write_variant(self.conf_dir / method.config, merged, self.x.out / "conf" / f"{name}.yaml", name)
 
-    def prep_tasks(self, runs: Sequence[Run]) -> List[Task]:
+    def prep_tasks(self, runs: Sequence[Run], before: Sequence[Task] = ()) -> List[Task]:
+        """Data, stats and Z_L dumps; ``before`` (e.g. a task named ``plm`` building the PLM) run first."""
         x = self.x
+        plm_dep = ["plm"] if any(t.name == "plm" for t in before) else []
         base = self.conf_dir / METHODS[0].config
         tasks = [
             Task("data", self.phase("data", x.prepare_data)),
             Task("stats", self.phase("stats", lambda: x.collect_stats(base)), ["data"]),
         ]
         if any(r.feats is not None for r in runs):
-            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"]),
-                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"])]
+            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"] + plm_dep),
+                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"] + plm_dep)]
         if any(r.feats == "plm_shuffled" for r in runs):
             tasks.append(Task("shuffled", self.phase("shuffled Z_L", lambda: "; ".join(
                 x.shuffle_feats(s) for s in ("train", "dev"))), ["feats_train", "feats_dev"]))
-        return tasks
+        return list(before) + tasks
 
     def train_tasks(self, runs: Sequence[Run], splits: Sequence[str]) -> List[Task]:
         tasks = []
@@ -99,46 +109,43 @@ class Study:
             deps = ["stats"]
             if run.feats is not None:
                 deps += ["shuffled"] if run.feats == "plm_shuffled" else ["feats_train", "feats_dev"]
-            tasks.append(Task(f"train {run.name}", self.phase(f"train {run.name}", lambda r=run: self.x.train(r)), deps))
+            tasks.append(Task(f"train {run.name}", self.phase(f"train {run.name}", lambda r=run: self.x.train(r, self.train_args)), deps))
             tasks.append(Task(f"decode {run.name}", self.phase(
                 f"decode {run.name}", lambda r=run: self.x.decode(r, splits)), [f"train {run.name}"]))
         return tasks
 
-    # ------------------------------------------------------------------ sweep
-    def sweep_runs(self) -> List[Tuple[str, Method, Run]]:
-        out = []
-        for name, method_name, patch in SWEEP:
-            m = self.methods[method_name]
-            out.append((name, m, Run(f"sweep/{name}", self.config_of(f"sweep_{name}", m, patch), SWEEP_SEED, m.feats)))
-        return out
+    # ------------------------------------------------------------------ sweep (dev only) and choice
+    def sweep_runs(self, method: str) -> List[Tuple[str, Dict[str, Any], Run]]:
+        m = self.methods[method]
+        return [(variant, patch, Run(f"sweep/{method}/{variant}", self.config_of(f"sweep_{method}_{variant}", m, patch),
+                                     SWEEP_SEED, m.feats)) for variant, patch in SWEEP.get(method, ())]
 
-    def run_sweep(self) -> Dict[str, Any]:
-        runs = self.sweep_runs()
-        todo = [r for _, _, r in runs]
-        run_tasks(self.prep_tasks(todo) + self.train_tasks(todo, ["dev"]), self.jobs, self.console)
+    def choose(self, method: str) -> Dict[str, Any]:
+        """The sweep variant of method with the lowest dev CER (ties: the first listed); its table row."""
         rows = []
-        for name, m, run in runs:
+        for variant, patch, run in self.sweep_runs(method):
             ec = self.x.error_counts(run, "dev")
-            rows.append(dict(variant=name, method=m.name, dev_cer=ec.cer, patch=dict(SWEEP[[s[0] for s in SWEEP].index(name)][2]),
+            rows.append(dict(method=method, variant=variant, patch=patch, dev_cer=ec.cer,
                              linguistic_share=ec.linguistic_share, **self.final_stats(run)))
-        chosen = {}
+        best = min(rows, key=lambda r: r["dev_cer"])
         for r in rows:
-            if r["method"] not in chosen or r["dev_cer"] < chosen[r["method"]]["dev_cer"]:
-                chosen[r["method"]] = r
-        summary = {"seed": SWEEP_SEED, "rows": rows, "chosen": {k: v["variant"] for k, v in chosen.items()}}
-        sweep_dir = self.x.out / "sweep"
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        lines = ["# Toy sweep (dev only)", "", f"One training per variant (seed {SWEEP_SEED}), greedy CTC on dev.", "",
-                 "| variant | method | dev CER (%) | linguistic share | band_mass | coupling entropy | patch |",
+            r["chosen"] = r is best
+        return {"rows": rows, "chosen": best}
+
+    def write_sweep_report(self, methods: Sequence[str]) -> Dict[str, Any]:
+        """<out>/sweep.md and sweep.json: every swept variant's dev CER and OT statistics, the choice marked."""
+        rows = [r for m in methods if m in SWEEP for r in self.choose(m)["rows"]]
+        (self.x.out / "sweep.json").write_text(json.dumps({"seed": SWEEP_SEED, "rows": rows}, indent=1), encoding="utf-8")
+        lines = ["# Toy sweep (dev only)", "", f"One training per variant (seed {SWEEP_SEED}, not a study seed), greedy "
+                 "CTC on the dev set; the lowest dev CER is chosen. Test is not decoded.", "",
+                 "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy | patch |",
                  "|---|---|---:|---:|---:|---:|---|"]
-        for r in sorted(rows, key=lambda r: (r["method"], r["dev_cer"])):
-            mark = " **(chosen)**" if chosen[r["method"]]["variant"] == r["variant"] else ""
-            lines.append(f"| {r['variant']}{mark} | {r['method']} | {r['dev_cer']:.2f} | {r['linguistic_share']:.2f} | "
+        for r in rows:
+            mark = " **(chosen)**" if r["chosen"] else ""
+            lines.append(f"| {r['method']} | {r['variant']}{mark} | {r['dev_cer']:.2f} | {r['linguistic_share']:.2f} | "
                          f"{_fmt(r.get('band_mass'))} | {_fmt(r.get('coupling_entropy'))} | `{json.dumps(r['patch'])}` |")
-        (sweep_dir / "RESULTS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.console.raw("\n".join(lines))
-        return summary
+        (self.x.out / "sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return {"rows": rows}
 
     def final_stats(self, run: Run) -> Dict[str, float]:
         """The last epoch's validation OT statistics (empty for a model without the OT branch)."""
@@ -150,21 +157,45 @@ class Study:
                 if k in valid}
 
     # ------------------------------------------------------------------ study
-    def study_runs(self, seeds: Sequence[int], methods: Sequence[str]) -> Dict[str, List[Run]]:
-        out: Dict[str, List[Run]] = {}
-        for name in methods:
-            m = self.methods[name]
-            config = self.config_of(f"study_{name}", m, {})
-            out[name] = [Run(f"study/{name}/seed{s}", config, s, m.feats) for s in seeds]
-        return out
+    def study_config(self, name: str) -> Path:
+        """Config of a study system: its base (conf/demo) with its own patch and, once the sweep has chosen, the
+        chosen variant's patch (of the method itself or, for a control, of the method it is built on)."""
+        return self.x.out / "conf" / f"study_{name}.yaml"
 
-    def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES) -> Dict[str, Any]:
+    def write_study_config(self, name: str) -> str:
+        m = self.methods[name]
+        swept = BASED_ON.get(name, name)
+        patch = self.choose(swept)["chosen"]["patch"] if swept in SWEEP else {}
+        write_variant(self.conf_dir / m.config, deep_update(patch, m.patch), self.study_config(name), f"study {name}")
+        return f"{self.study_config(name)} ({'dev-chosen ' + json.dumps(patch) if patch else 'base settings'})"
+
+    def study_runs(self, seeds: Sequence[int], methods: Sequence[str]) -> Dict[str, List[Run]]:
+        return {name: [Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
+                       for s in seeds] for name in methods}
+
+    def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
+                  before: Sequence[Task] = ()) -> Dict[str, Any]:
+        """Sweep on dev, then train (resuming), decode and report every method for every seed, in one job graph."""
         if "baseline" not in methods:
             raise ValueError("methods: the study compares with the baseline; keep `baseline` in --methods")
         runs = self.study_runs(seeds, methods)
-        # seeds outermost, so that an interrupted study has whole seeds of every method
+        swept = sorted({BASED_ON.get(m, m) for m in methods} & set(SWEEP))
+        sweep = [r for m in swept for _, _, r in self.sweep_runs(m)]
         order = [r for i in range(len(seeds)) for name in methods for r in [runs[name][i]]]
-        run_tasks(self.prep_tasks(order) + self.train_tasks(order, ["dev", "test"]), self.jobs, self.console)
+        tasks = self.prep_tasks(sweep + order, before) + self.train_tasks(sweep, ["dev"])
+        for name in methods:
+            base = BASED_ON.get(name, name)
+            deps = [f"decode {r.name}" for _, _, r in self.sweep_runs(base)] if base in SWEEP else []
+            tasks.append(Task(f"config {name}", self.phase(f"config {name}", lambda n=name: self.write_study_config(n)),
+                              deps))
+        # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
+        for task in self.train_tasks(order, ["dev", "test"]):
+            if task.name.startswith("train "):
+                task.deps.append(f"config {task.name.split('/')[1]}")
+            tasks.append(task)
+        run_tasks(tasks, self.jobs, self.console)
+        if swept:
+            self.write_sweep_report(swept)
         return self.report(runs, seeds)
 
     def report(self, runs: Dict[str, List[Run]], seeds: Sequence[int]) -> Dict[str, Any]:
@@ -198,18 +229,36 @@ class Study:
                 entry["relative_change"] = ci["diff"] / summary["baseline"]["test_cer_mean"]
                 entry["p_below_zero"] = ci["p_below_zero"]
             summary[name] = entry
-        study_dir = x.out / "study"
-        study_dir.mkdir(parents=True, exist_ok=True)
+        study_dir = x.out
+        summary_probe = self.probe()
         (study_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        (study_dir / "RESULTS.md").write_text(self.markdown(summary, len(utts), sum(lens)), encoding="utf-8")
-        self.figure(summary, study_dir / "study.png")
+        (study_dir / "RESULTS.md").write_text(self.markdown(summary, len(utts), sum(lens), summary_probe),
+                                              encoding="utf-8")
+        self.figure(summary, study_dir / "cer.png")
         self.console.raw((study_dir / "RESULTS.md").read_text(encoding="utf-8"))
         return summary
 
+    def probe(self) -> Dict[str, Any]:
+        """The PLM's homophone probe on the test sentences (cached in <out>/probe.json) and its MLM accuracy."""
+        path = self.x.out / "probe.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        tokens = [t for t in self.x.token_list.read_text(encoding="utf-8").split() if not t.startswith("<")]
+        counts = char_counts(self.x.refs("train").values())
+        result: Dict[str, Any] = homophone_probe(self.x.plm, sorted(self.x.refs("test").values()), tokens, counts)
+        info = self.x.plm / "toy_plm.json"
+        if info.is_file():
+            res = json.loads(info.read_text(encoding="utf-8")).get("results", {})
+            result["masked_char_accuracy"] = res.get("accuracy")
+            result["unigram_accuracy"] = res.get("baseline_accuracy")
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        return result
+
     @staticmethod
-    def markdown(summary: Dict[str, Any], n_utts: int, n_chars: int) -> str:
+    def markdown(summary: Dict[str, Any], n_utts: int, n_chars: int, probe: Dict[str, Any]) -> str:
+        seeds = summary["baseline"]["seeds"]
         lines = [
-            "# Toy study: test CER over seeds", "",
+            "# Toy experiment: test CER" + (" over seeds" if len(seeds) > 1 else f" (one seed: {seeds[0]})"), "",
             f"Greedy CTC on the {n_utts} test utterances ({n_chars} characters) of each seed's averaged model "
             f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']}. CI: paired bootstrap over test "
             "utterances of the seed-averaged error counts (10000 draws), difference to the baseline in CER points.", "",
@@ -239,6 +288,20 @@ class Study:
                 xs = [s[k] for s in stats if k in s]
                 vals.append(f"{sum(xs) / len(xs):.4g}" if xs else "—")
             lines.append(f"| {e['title']} | " + " | ".join(vals) + " |")
+        a, t = probe["any_tone"], probe["same_tone"]
+        lines += ["", "What the PLM knows (homophone probe on the test sentences: mask a character, choose among the "
+                  "recogniser's characters with the same syllable by the PLM's score or by training-transcript "
+                  "frequency):", "",
+                  f"- same syllable, any tone: PLM {100 * a['plm_acc']:.1f}% vs frequency {100 * a['freq_acc']:.1f}% "
+                  f"({a['n']} positions, {100 * a['ambiguous_share']:.1f}% of the characters are ambiguous)",
+                  f"- same syllable and tone: PLM {100 * t['plm_acc']:.1f}% vs frequency {100 * t['freq_acc']:.1f}% "
+                  f"({t['n']} positions)"]
+        if probe.get("masked_char_accuracy") is not None:
+            lines.append(f"- held-out masked-character accuracy {100 * probe['masked_char_accuracy']:.1f}% vs "
+                         f"{100 * probe['unigram_accuracy']:.1f}% for the unigram guess")
+        if len(seeds) == 1:
+            lines += ["", "One seed shows the pipeline, not the effect: the evidence over seeds, with the controls, "
+                      "is the study (`python -m espnet_ot.bin.study`, docs/results/toy_study.md)."]
         return "\n".join(lines) + "\n"
 
     @staticmethod
