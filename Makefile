@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo espnet bench clean
+.PHONY: install test demo study espnet bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo
+
+# The toy study (dev sweep, then 3 seeds x 4 systems + 2 controls; hours on 2 cores, resumable: rerun to go on)
+study: $(STAMP)
+	$(PY) -m espnet_ot.bin.study
 
 # ESPnet's egs2/TEMPLATE/asr1 for the recipe: $$ESPNET_ROOT if set, else a sparse clone of the
 # ESPnet tag matching the installed espnet into ~/.cache/espnet-ot/espnet (needs the internet).

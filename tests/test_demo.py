@@ -1,11 +1,12 @@
 """`python -m espnet_ot.bin.demo --tiny` end to end (CER table + coupling PNGs), plot_coupling CLI, Kaldi data prep."""
 
 import argparse
+import json
 import re
-import threading
 import time
 from pathlib import Path
 
+import editdistance
 import numpy as np
 import pytest
 import soundfile
@@ -16,8 +17,6 @@ from espnet_ot.bin import demo as demo_mod
 from espnet_ot.bin import plot_coupling as plot_mod
 from espnet_ot.toy import kaldi_data
 
-MODEL_TITLES = [m.title for m in demo_mod.MODELS]
-TABLE_ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \|$")
 
 
 # ------------------------------------------------------------------------------------------ Kaldi data prep
@@ -95,46 +94,60 @@ def test_plot_coupling_rejects_inconsistent_arguments(capsys):
 
 
 # ------------------------------------------------------------------------------------------ end to end
+SYSTEMS = demo_mod.SYSTEMS
+TABLE_ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) ± ([0-9.]+) \| ([0-9.]+) ± ([0-9.]+) \|")
+
+
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    """One run of the Python front door on the tiny setting (~2-4 minutes on 2 cores)."""
+    """One run of the Python front door on the tiny setting (a few minutes on 2 cores)."""
     root = tmp_path_factory.mktemp("demo")
     out, work = root / "out", root / "work"
     t0 = time.time()
-    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(out), "--work", str(work)],
-                      cwd=root, timeout=900)
+    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(out), "--cache", str(work)],
+                      cwd=root, timeout=1200)
     elapsed = time.time() - t0
     assert proc.returncode == 0, f"demo failed after {elapsed:.0f}s:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return argparse.Namespace(out=out, work=work, stdout=proc.stdout, elapsed=elapsed)
 
 
-def _table(results_md: str):
-    rows = {}
-    for line in results_md.splitlines():
-        m = TABLE_ROW.match(line)
-        if m:
-            rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
-    return rows
+def _run_dir(out: Path, system: str) -> Path:
+    return out / "exp" / "study" / system / "seed0"
 
 
 def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
     out = tiny_demo.out
-    rows = _table((out / "RESULTS.md").read_text(encoding="utf-8"))
-    assert list(rows) == MODEL_TITLES
-    for m in demo_mod.MODELS:
-        exp = out / "exp" / m.name
-        assert (exp / f"{demo_mod.CRITERION}.ave.pth").exists(), m.name
-        for i, split in enumerate(("dev", "test")):
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert list(summary) == list(SYSTEMS)
+    rows = {}
+    for line in (out / "RESULTS.md").read_text(encoding="utf-8").splitlines():
+        m = TABLE_ROW.match(line)
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), float(m.group(4)))
+    assert list(rows) == [summary[s]["title"] for s in SYSTEMS]
+    for system in SYSTEMS:
+        exp = _run_dir(out, system)
+        assert (exp / "valid.cer_ctc.ave.pth").exists(), system
+        cers = []
+        for split in ("test", "dev"):
             refs = kaldi_data.read_kaldi_text(out / "data" / split / "text")
-            hyps = kaldi_data.read_kaldi_text(exp / "decode_ctc" / split / "text")
+            hyps = kaldi_data.read_kaldi_text(exp / "decode_greedy" / split / "text")
             assert sorted(hyps) == sorted(refs)
-            errors = sum(_levenshtein_table(refs[u], "".join(hyps[u].split())) for u in refs)
-            cer = 100.0 * errors / sum(len(r) for r in refs.values())
-            assert rows[m.title][i] == pytest.approx(cer, abs=0.006), (m.name, split)
-    # the printed table is the written one, and there is one line per phase
-    assert "| model | dev CER (%) | test CER (%) |" in tiny_demo.stdout
-    for phase in ("corpus", "plm", "data", "plm_feats train", "stats", "train baseline", "train gm_ot",
-                  "decode tot_cakt", "coupling", "results"):
+            errs = sum(editdistance.eval(refs[u], "".join(hyps[u].split())) for u in refs)
+            cers.append(100.0 * errs / sum(len(r) for r in refs.values()))
+        assert rows[summary[system]["title"]] == pytest.approx(tuple(cers), abs=0.006), system
+        assert summary[system]["test_cer_mean"] == pytest.approx(cers[0])
+        points = summary[system]["test_error_points"]
+        assert sum(points.values()) == pytest.approx(cers[0])  # the decomposition adds up to the CER
+        if system != "baseline":
+            lo, hi = summary[system]["diff_vs_baseline_ci95"]
+            diff = summary[system]["diff_vs_baseline"]
+            assert lo <= diff <= hi
+            assert diff == pytest.approx(cers[0] - summary["baseline"]["test_cer_mean"])
+    text = (out / "RESULTS.md").read_text(encoding="utf-8")
+    assert "homophone probe" in text and "docs/results/toy_study.md" in text
+    for phase in ("corpus", "plm", "data", "plm_feats train", "stats", "train study/baseline/seed0",
+                  "train study/gm_ot/seed0", "decode study/tot_cakt/seed0", "coupling"):
         assert re.search(rf"\] {re.escape(phase)}: done in \d+s", tiny_demo.stdout), phase
     assert "epoch 1:" in tiny_demo.stdout  # ESPnet's epoch results are echoed
 
@@ -142,8 +155,8 @@ def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
 def test_demo_models_differ_only_in_ot_settings(tiny_demo):
     import yaml
 
-    configs = {m.name: yaml.safe_load((tiny_demo.out / "exp" / m.name / "config.yaml").read_text(encoding="utf-8"))
-               for m in demo_mod.MODELS}
+    configs = {s: yaml.safe_load((_run_dir(tiny_demo.out, s) / "config.yaml").read_text(encoding="utf-8"))
+               for s in SYSTEMS}
     assert {n: c["model_conf"].get("alignment") for n, c in configs.items()} == {
         "baseline": "none", "ot_bert": "ot", "tot_cakt": "tot", "gm_ot": "gmot"}
     ignore = {"model_conf", "config", "output_dir", "train_data_path_and_name_and_type", "valid_data_path_and_name_and_type",
@@ -151,9 +164,22 @@ def test_demo_models_differ_only_in_ot_settings(tiny_demo):
     base = {k: v for k, v in configs["baseline"].items() if k not in ignore}
     for name, c in configs.items():
         assert {k: v for k, v in c.items() if k not in ignore} == base, name
-    lines = (tiny_demo.out / "RESULTS.md").read_text(encoding="utf-8").splitlines()
-    sizes = {line.split(" | ")[3] for line in lines for m in demo_mod.MODELS if line.startswith(f"| {m.name} |")}
-    assert len(sizes) == 1 and "?" not in sizes, sizes  # identical parameter counts
+    counts = {s: re.findall(r"Total Number of model parameters: (\S+)",
+                            (_run_dir(tiny_demo.out, s) / "train.log").read_text(encoding="utf-8"))[-1] for s in SYSTEMS}
+    assert len(set(counts.values())) == 1, counts  # identical sizes
+
+
+def test_greedy_decoding_does_not_depend_on_batching(tiny_demo):
+    from espnet_ot.toy.decode import greedy_ctc_decode, load_asr_model
+
+    exp = _run_dir(tiny_demo.out, "tot_cakt")
+    model = load_asr_model(exp / "config.yaml", exp / "valid.cer_ctc.ave.pth")
+    wavs = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "wav.scp")
+    batched = greedy_ctc_decode(model, wavs)
+    single = {u: greedy_ctc_decode(model, {u: w})[u] for u, w in wavs.items()}
+    assert batched == single
+    written = kaldi_data.read_kaldi_text(exp / "decode_greedy" / "test" / "text")
+    assert {u: "".join(t.split()) for u, t in written.items()} == batched
 
 
 def test_demo_coupling_pngs_parse(tiny_demo):
@@ -169,7 +195,7 @@ def test_demo_coupling_pngs_parse(tiny_demo):
 
 
 def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
-    exp = tiny_demo.out / "exp" / "tot_cakt"
+    exp = _run_dir(tiny_demo.out, "tot_cakt")
     wavs = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "wav.scp")
     texts = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "text")
     utt = sorted(wavs)[0]
@@ -193,15 +219,11 @@ def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
     assert proc.returncode == 1 and "NOPE" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_demo_second_run_reuses_corpus_plm_and_training(tiny_demo, capsys):
-    argv = ["--tiny", "--out", str(tiny_demo.out), "--work", str(tiny_demo.work)]
-    again = demo_mod.Demo(demo_mod.get_parser().parse_args(argv))
-    assert again.options_signature() == demo_mod.Demo(demo_mod.get_parser().parse_args(argv)).options_signature()
-    other = demo_mod.Demo(demo_mod.get_parser().parse_args(argv + ["--seed", "1"]))
-    assert other.options_signature() != again.options_signature()
-    again.prepare_out()  # same options: nothing is wiped
-    assert (tiny_demo.out / "exp" / "baseline" / f"{demo_mod.CRITERION}.ave.pth").exists()
-    again.step_corpus()
-    again.step_plm()
-    printed = capsys.readouterr().out
-    assert "make_toy_corpus: reusing" in printed and "pretrain_toy_plm: reusing" in printed
+def test_demo_second_run_reuses_corpus_plm_training_and_decoding(tiny_demo):
+    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(tiny_demo.out), "--cache",
+                       str(tiny_demo.work)], cwd=tiny_demo.out.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "make_toy_corpus: reusing" in proc.stdout and "pretrain_toy_plm: reusing" in proc.stdout
+    for system in SYSTEMS:
+        assert f"train study/{system}/seed0: done" in proc.stdout
+        assert re.search(rf"train study/{system}/seed0: done in \d+s - reusing", proc.stdout), system

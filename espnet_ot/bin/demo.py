@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       console=console, train_args=TINY_TRAIN_ARGS if args.tiny else ())
         # the PLM trains while the baseline (which does not need it) trains beside it
         plm_task = Task("plm", study.phase("plm", lambda: str(build_plm(cache / "plm", corpus, plm_opts, console))))
-        study.run_study([args.seed], SYSTEMS, before=[plm_task])
+        study.run_study([args.seed], SYSTEMS, before=[plm_task], sweep=False)
         runs = [study.study_runs([args.seed], [m])[m][0] for m in SYSTEMS if m != "baseline"]
         study.phase("coupling", lambda: plot_couplings(study, runs, args.num_plots, console))()
     except (JobFailed, FileNotFoundError, ValueError) as e:

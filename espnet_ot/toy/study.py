@@ -145,7 +145,26 @@ class Study:
             lines.append(f"| {r['method']} | {r['variant']}{mark} | {r['dev_cer']:.2f} | {r['linguistic_share']:.2f} | "
                          f"{_fmt(r.get('band_mass'))} | {_fmt(r.get('coupling_entropy'))} | `{json.dumps(r['patch'])}` |")
         (self.x.out / "sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.sweep_figure(rows, self.x.out / "sweep.png")
         return {"rows": rows}
+
+    @staticmethod
+    def sweep_figure(rows: Sequence[Dict[str, Any]], path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3))
+        for i, r in enumerate(rows):
+            ax.bar(i, r["dev_cer"], color="#3182bd" if r["chosen"] else "#9ecae1")
+            ax.text(i, r["dev_cer"], f"{r['dev_cer']:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(rows)), [f"{r['method']}\n{r['variant']}" for r in rows], fontsize=7)
+        ax.set_ylabel("dev CER (%)")
+        ax.set_title(f"toy sweep, dev only (seed {SWEEP_SEED}); dark = chosen", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
     def final_stats(self, run: Run) -> Dict[str, float]:
         """The last epoch's validation OT statistics (empty for a model without the OT branch)."""
@@ -162,10 +181,10 @@ class Study:
         chosen variant's patch (of the method itself or, for a control, of the method it is built on)."""
         return self.x.out / "conf" / f"study_{name}.yaml"
 
-    def write_study_config(self, name: str) -> str:
+    def write_study_config(self, name: str, sweep: bool = True) -> str:
         m = self.methods[name]
         swept = BASED_ON.get(name, name)
-        patch = self.choose(swept)["chosen"]["patch"] if swept in SWEEP else {}
+        patch = self.choose(swept)["chosen"]["patch"] if sweep and swept in SWEEP else {}
         write_variant(self.conf_dir / m.config, deep_update(patch, m.patch), self.study_config(name), f"study {name}")
         return f"{self.study_config(name)} ({'dev-chosen ' + json.dumps(patch) if patch else 'base settings'})"
 
@@ -174,20 +193,23 @@ class Study:
                        for s in seeds] for name in methods}
 
     def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                  before: Sequence[Task] = ()) -> Dict[str, Any]:
-        """Sweep on dev, then train (resuming), decode and report every method for every seed, in one job graph."""
+                  before: Sequence[Task] = (), sweep: bool = True) -> Dict[str, Any]:
+        """Sweep on dev, then train (resuming), decode and report every method for every seed, in one job graph.
+
+        sweep=False trains the base configs of conf_dir as they are (the demo: conf/demo holds the chosen values).
+        """
         if "baseline" not in methods:
             raise ValueError("methods: the study compares with the baseline; keep `baseline` in --methods")
         runs = self.study_runs(seeds, methods)
-        swept = sorted({BASED_ON.get(m, m) for m in methods} & set(SWEEP))
+        swept = sorted({BASED_ON.get(m, m) for m in methods} & set(SWEEP)) if sweep else []
         sweep = [r for m in swept for _, _, r in self.sweep_runs(m)]
         order = [r for i in range(len(seeds)) for name in methods for r in [runs[name][i]]]
         tasks = self.prep_tasks(sweep + order, before) + self.train_tasks(sweep, ["dev"])
         for name in methods:
             base = BASED_ON.get(name, name)
-            deps = [f"decode {r.name}" for _, _, r in self.sweep_runs(base)] if base in SWEEP else []
-            tasks.append(Task(f"config {name}", self.phase(f"config {name}", lambda n=name: self.write_study_config(n)),
-                              deps))
+            deps = [f"decode {r.name}" for _, _, r in self.sweep_runs(base)] if base in swept else []
+            tasks.append(Task(f"config {name}", self.phase(
+                f"config {name}", lambda n=name: self.write_study_config(n, sweep)), deps))
         # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
         for task in self.train_tasks(order, ["dev", "test"]):
             if task.name.startswith("train "):
