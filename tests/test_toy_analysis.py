@@ -103,3 +103,48 @@ def test_homophone_probe_counts_ambiguous_positions(tmp_path):
     # frequency always picks 他 among {他, 她} and 们 (count 1) over 门 (count 0): right on 他, 们; wrong on 她
     assert res["any_tone"]["freq_acc"] == pytest.approx(2 / 3)
     assert 0.0 <= res["any_tone"]["plm_acc"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------------ study report
+def test_study_report_aggregates_seeds_and_controls(tmp_path):
+    """report() on hand-made decodings: per-seed CERs, pooled decomposition, CI vs baseline, summary keys."""
+    import json
+
+    from espnet_ot.toy.study import METHOD_NAMES, Study
+
+    refs = {f"u{i}": "他们在马上" for i in range(40)}
+    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    x = study.x
+    for split in ("dev", "test"):
+        (x.data / split).mkdir(parents=True)
+        (x.data / split / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+    # baseline: one tone error per utterance (20% CER); every other system: none on the first half of the set
+    hyp_bad, hyp_good = "他们在妈上", "他们在马上"
+    runs = study.study_runs([1, 2], METHOD_NAMES)
+    for name, rs in runs.items():
+        for r in rs:
+            for split in ("dev", "test"):
+                path = x.hyp_file(r, split)
+                path.parent.mkdir(parents=True)
+                hyps = {u: hyp_bad if name == "baseline" or i >= 20 else hyp_good for i, u in enumerate(refs)}
+                path.write_text("".join(f"{u} {h}\n" for u, h in hyps.items()), encoding="utf-8")
+            (x.run_dir(r) / "train.log").write_text(
+                "x (trainer:1) INFO: 4epoch results: [train] loss=1.0, [valid] cer_ctc=0.2, band_mass=0.5, "
+                "coupling_entropy=3.0, time=1 seconds\n", encoding="utf-8")
+    x.out.mkdir(parents=True, exist_ok=True)
+    probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
+    (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
+    summary = study.report(runs, [1, 2])
+    assert list(summary) == list(METHOD_NAMES)
+    assert summary["baseline"]["test_cer_mean"] == pytest.approx(20.0)
+    assert summary["baseline"]["test_error_points"]["tone"] == pytest.approx(20.0)
+    for name in METHOD_NAMES[1:]:
+        e = summary[name]
+        assert e["test_cer_mean"] == pytest.approx(10.0) and e["test_cer_sd"] == 0.0
+        assert e["diff_vs_baseline"] == pytest.approx(-10.0) and e["relative_change"] == pytest.approx(-0.5)
+        lo, hi = e["diff_vs_baseline_ci95"]
+        assert lo < -10.0 < hi < 0  # every resample of utterances keeps the gain
+        assert e["seeds"] == [1, 2] and e["final_valid_stats"][0]["band_mass"] == 0.5
+    text = (x.out / "RESULTS.md").read_text(encoding="utf-8")
+    assert "PLM 90.0% vs frequency 50.0%" in text and (x.out / "cer.png").is_file()
+    assert json.loads((x.out / "summary.json").read_text(encoding="utf-8")) == summary
