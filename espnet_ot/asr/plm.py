@@ -25,7 +25,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-PLM_FIELD = "model_conf.plm"
+PLM_CONF_KEY = "plm"  # model_conf key of the PLM name or directory
+PLM_FIELD = f"model_conf.{PLM_CONF_KEY}"
+PLM_FEATS_KEY = "plm_feats"  # data name of precomputed Z_L (python -m espnet_ot.bin.dump_plm_feats)
 SUPPORTED_TOKEN_TYPES = ("char", "bpe", "word", "hugging_face")
 _DROPPED_TOKENS = frozenset({"<blank>", "<sos/eos>", "<sos>", "<eos>", "<pad>"})
 _SP_SPACE = "\u2581"  # sentencepiece word-boundary marker

@@ -5,6 +5,8 @@ from types import ModuleType
 from typing import Optional
 
 ASR_TASK_MODULE = "espnet2.tasks.asr"
+MODEL_NAME = "espnet_ot"  # `model:` of a training YAML
+POSTENCODER_NAME = "cakt_adapter"
 _MARK = "_espnet_ot_registered"
 
 
@@ -34,8 +36,8 @@ def register(asr_module: Optional[ModuleType] = None) -> None:
     from espnet_ot.asr.espnet_ot_model import PLM_FEATS_KEY, ESPnetOTModel
     from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 
-    asr_module.postencoder_choices.classes["cakt_adapter"] = CAKTAdapter
-    asr_module.model_choices.classes["espnet_ot"] = ESPnetOTModel
+    asr_module.postencoder_choices.classes[POSTENCODER_NAME] = CAKTAdapter
+    asr_module.model_choices.classes[MODEL_NAME] = ESPnetOTModel
     task = asr_module.ASRTask
     current = task.optional_data_names.__func__
     if not getattr(current, "_espnet_ot_wrapped", False):
