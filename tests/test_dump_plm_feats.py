@@ -210,6 +210,10 @@ def test_dataset_check_names_missing_utterance_and_non_finite_features(tmp_path)
     )
     check_plm_feats(ds, "valid", utts=["u1", "u3"])  # only these are in the batches: covered
     assert ds["u1"][1]["plm_feats"].shape == (4, 8)
+    import pickle
+
+    ds = pickle.loads(pickle.dumps(ds))  # as DataLoader workers (num_workers > 0) receive it
+    assert ds["u1"][1]["plm_feats"].shape == (4, 8)
     with pytest.raises(ValueError, match=rf"^{scp}: utterance u3 has non-finite PLM features \(NaN/Inf\)"):
         ds["u3"]
 

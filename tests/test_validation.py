@@ -90,11 +90,11 @@ def test_solver_kwargs_carry_only_the_methods_options():
 
 # ------------------------------------------------------------------------ the model validates when it is built
 
-espnet = pytest.importorskip("espnet2.asr.espnet_model", reason="needs ESPnet")
 TOKENS = char_token_list()
 
 
 def build(alignment="tot", **conf):
+    pytest.importorskip("espnet2.asr.espnet_model", reason="needs ESPnet")
     from helpers import build_tiny_ot_model
 
     return build_tiny_ot_model(TOKENS, alignment, **conf)

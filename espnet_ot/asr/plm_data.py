@@ -31,6 +31,8 @@ class FinitePLMFeats:
         return value
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name == "loader":  # unpickling (DataLoader workers) sets attributes first
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def __len__(self) -> int:
