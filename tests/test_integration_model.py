@@ -179,7 +179,7 @@ def test_config_errors_name_the_field():
         build("tot", adapter=False)
     with pytest.raises(ValueError, match="model_conf.ctc_lambda"):
         build("tot", ctc_lambda=1.5)
-    with pytest.raises(ValueError, match="alignment_conf has unknown key"):
+    with pytest.raises(ValueError, match="alignment_conf.epsilon: unknown key"):
         build("tot", alignment_conf={"epsilon": 0.1})
     model = build("tot")  # no PLM and no cached features
     with pytest.raises(ValueError, match="model_conf.plm is not set"):

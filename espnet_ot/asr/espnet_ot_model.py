@@ -10,7 +10,6 @@ With ``alignment: none`` the model is exactly ESPnetASRModel in CTC mode (loss =
 At inference only encoder -> adapter -> CTC runs: no PLM, no OT.
 """
 
-import inspect
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -27,11 +26,18 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 import espnet_ot.ot as ot_core
-from espnet_ot.asr.plm import PLMTextBranch, TokenDetokenizer
+from espnet_ot.asr.plm import PLM_FEATS_KEY, PLMTextBranch, TokenDetokenizer
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+from espnet_ot.ot.config import (
+    ALIGNMENT_CONF_FIELD,
+    ALIGNMENT_FIELD,
+    ALIGNMENTS,
+    DEFAULT_METHOD,
+    NO_ALIGNMENT,
+    AlignmentConfig,
+)
 
-ALIGNMENTS = ("ot", "tot", "gmot", "none")
-PLM_FEATS_KEY = "plm_feats"
+__all__ = ["ALIGNMENTS", "ESPnetOTModel", "PLM_FEATS_KEY", "lengths_to_mask"]
 N_SPECIAL = 2  # [CLS] and [SEP] wrap every Z_L
 
 
@@ -57,7 +63,7 @@ class ESPnetOTModel(ESPnetASRModel):
         decoder: Optional[AbsDecoder],
         ctc: CTC,
         joint_network: Optional[torch.nn.Module],
-        alignment: str = "tot",
+        alignment: str = DEFAULT_METHOD,
         alignment_conf: Optional[Dict[str, Any]] = None,
         ctc_lambda: float = 0.3,
         ot_weight: float = 1.0,
@@ -79,8 +85,9 @@ class ESPnetOTModel(ESPnetASRModel):
 
         Args:
             alignment: ot (OT-BERT) | tot (TOT-CAKT) | gmot (GM-OT) | none (plain CTC baseline).
-            alignment_conf: keyword arguments of espnet_ot.ot.ot_alignment
-                (eps, beta, alpha, edges, edge_mix, grad, max_iter, tol).
+            alignment_conf: options of espnet_ot.ot.ot_alignment used by the chosen method
+                (eps, beta, alpha, edges, edge_mix, grad, max_iter, tol, gw_max_iter, gw_tol),
+                checked now by espnet_ot.ot.AlignmentConfig (exposed as `alignment_config`).
             ctc_lambda: lambda in Eq. (24) (paper: 0.3).
             ot_weight: w in Eq. (24) (paper: 1.0).
             plm: Hugging Face name or local directory of the frozen PLM; only needed while
@@ -102,8 +109,19 @@ class ESPnetOTModel(ESPnetASRModel):
             )
         if alignment not in ALIGNMENTS:
             raise ValueError(
-                f"model_conf.alignment={alignment!r}: use one of {ALIGNMENTS}"
+                f"{ALIGNMENT_FIELD}={alignment!r}: use one of {ALIGNMENTS}"
             )
+        if alignment == NO_ALIGNMENT:
+            if alignment_conf:
+                key = next(iter(alignment_conf))
+                raise ValueError(
+                    f"{ALIGNMENT_CONF_FIELD}.{key}: not used by {ALIGNMENT_FIELD} {alignment!r} "
+                    "(plain CTC, no OT branch); remove alignment_conf or choose one of "
+                    f"{', '.join(ot_core.METHODS)}"
+                )
+            alignment_config = None
+        else:
+            alignment_config = AlignmentConfig.from_conf(alignment, alignment_conf)
         if not 0.0 <= ctc_lambda <= 1.0:
             raise ValueError(f"model_conf.ctc_lambda={ctc_lambda} must be in [0, 1]")
         if ot_weight < 0.0:
@@ -126,10 +144,9 @@ class ESPnetOTModel(ESPnetASRModel):
             **kwargs,
         )
         self.alignment = alignment
-        self.use_ot = alignment != "none"
-        self.alignment_conf = dict(alignment_conf or {})
+        self.use_ot = alignment != NO_ALIGNMENT
+        self.alignment_config: Optional[AlignmentConfig] = alignment_config
         if self.use_ot:
-            self._check_alignment_conf()
             if not isinstance(postencoder, CAKTAdapter):
                 raise ValueError(
                     f"model_conf.alignment={alignment!r} needs the adapter: set "
@@ -152,23 +169,6 @@ class ESPnetOTModel(ESPnetASRModel):
             else None
         )
         self._detokenizer: Optional[TokenDetokenizer] = None
-
-    def _check_alignment_conf(self) -> None:
-        """Reject alignment_conf keys that espnet_ot.ot.ot_alignment does not take."""
-        fn = getattr(ot_core, "ot_alignment", None)
-        if fn is None:
-            return
-        params = inspect.signature(fn).parameters
-        allowed = [
-            k
-            for k, p in params.items()
-            if p.default is not inspect.Parameter.empty and k != "method"
-        ]
-        unknown = sorted(set(self.alignment_conf) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"model_conf.alignment_conf has unknown key(s) {unknown}: allowed are {allowed}"
-            )
 
     @property
     def plm_branch(self) -> Optional[PLMTextBranch]:
@@ -264,9 +264,7 @@ class ESPnetOTModel(ESPnetASRModel):
         h_mask = lengths_to_mask(h_lens, h_a.size(1))
         z_mask = lengths_to_mask(z_lens, z.size(1))
 
-        result = ot_core.ot_alignment(
-            h_a, z, h_mask, z_mask, method=self.alignment, **self.alignment_conf
-        )
+        result = ot_core.ot_alignment(h_a, z, h_mask, z_mask, **self.alignment_config.solver_kwargs())
         gamma = result.coupling.float()
         # Barycentric projection Z_tilde = gamma^T H_A (Eq. (20)); scale is irrelevant for cosine.
         z_tilde = torch.bmm(gamma.transpose(1, 2), h_a.float())

@@ -14,6 +14,12 @@ Rules (documented here, tested in tests/test_integration_plm.py):
   [CLS] and ends with [SEP]. CTC still sees the whole transcript. A warning is logged once.
 * Empty transcripts give Z_L = [CLS][SEP] (two rows); the model gives such an utterance zero
   OT and alignment weight (see ESPnetOTModel).
+* Where the PLM comes from. A name that exists as a directory, or looks like a path (``./``,
+  ``/``, ``~``, two slashes, a first component that is an existing directory, characters a hub id
+  never has) is a local directory and must hold the tokenizer files; anything else is a Hugging
+  Face hub name (with ``HF_HUB_OFFLINE=1`` only the local cache is tried, and a miss fails at once).
+  The tokenizer must belong to the model (its size fits the embedding table and fills at least half
+  of it): a stand-in tokenizer would silently turn every character into [UNK].
 
 The branch is a plain Python object (not an ``nn.Module`` attribute), so the PLM never shows
 up in ``state_dict()``, checkpoints, ``.parameters()`` or DDP, and it is loaded on first use.
@@ -21,11 +27,14 @@ up in ``state_dict()``, checkpoints, ``.parameters()`` or DDP, and it is loaded 
 
 import logging
 import os
+import re
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-PLM_FIELD = "model_conf.plm"
+PLM_CONF_KEY = "plm"  # model_conf key of the PLM name or directory
+PLM_FIELD = f"model_conf.{PLM_CONF_KEY}"
+PLM_FEATS_KEY = "plm_feats"  # data name of precomputed Z_L (python -m espnet_ot.bin.dump_plm_feats)
 SUPPORTED_TOKEN_TYPES = ("char", "bpe", "word", "hugging_face")
 _DROPPED_TOKENS = frozenset({"<blank>", "<sos/eos>", "<sos>", "<eos>", "<pad>"})
 _SP_SPACE = "\u2581"  # sentencepiece word-boundary marker
@@ -35,13 +44,41 @@ class PLMNotFoundError(RuntimeError):
     """The PLM named in the configuration cannot be loaded (missing directory, offline, ...)."""
 
 
+# A Hugging Face repo id: "name" or "org/name" of letters, digits, "-", "_" and ".".
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# Files of which a saved tokenizer has at least one (fast tokenizer, WordPiece, BPE, sentencepiece).
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+)
+
+
 def _looks_like_local_path(name: str) -> bool:
-    """True for names that can only mean a directory (absolute, ./, ../, ~ or several slashes)."""
+    """True for names that can only mean a directory.
+
+    Absolute, ``./``, ``../``, ``~``, several slashes, a trailing slash, characters a Hugging Face repo id never
+    has, or a first component that is an existing directory (``dump/plm`` where ``dump/`` exists).
+    """
     return (
         os.path.isabs(name)
         or name.startswith(("./", "../", "~", ".\\"))
         or name.count("/") > 1
+        or name.endswith("/")
         or os.sep != "/" and os.sep in name
+        or not _HUB_ID.match(name)
+        or "/" in name and os.path.isdir(name.split("/", 1)[0])
+    )
+
+
+def is_local_plm(name: str) -> bool:
+    """Whether `name` means a local directory (it exists, or looks like a path) rather than a hub model."""
+    return os.path.isdir(os.path.expanduser(name)) or _looks_like_local_path(name)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(
+        os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 
@@ -149,16 +186,27 @@ class PLMTextBranch:
         if self.loaded:
             return self
         name = self.name_or_path
-        if _looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
-            raise plm_not_found(name, self.field, "no such directory")
+        path = os.path.expanduser(name)
+        local = is_local_plm(name)
+        if local and not os.path.isdir(path):
+            raise plm_not_found(name, self.field, f"no such directory (relative to {os.getcwd()})")
+        if local:
+            self._check_tokenizer_files(path)
         from transformers import AutoModel, AutoTokenizer
 
-        path = os.path.expanduser(name)
+        kwargs = dict(local_files_only=True) if local or hub_offline() else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            model = AutoModel.from_pretrained(path, **kwargs)
         except (OSError, ValueError, ImportError) as e:
-            raise plm_not_found(name, self.field, f"{type(e).__name__}: {e}") from None
+            reason = f"{type(e).__name__}: {e}"
+            if not local and hub_offline():
+                reason = (
+                    "HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache: download it where there is "
+                    f"network (huggingface-cli download {name}) or unset HF_HUB_OFFLINE"
+                )
+            raise plm_not_found(name, self.field, reason) from None
+        self._check_tokenizer_matches(tokenizer, model)
         n_layers = int(getattr(model.config, "num_hidden_layers", 0))
         if self.layer != -1 and not -n_layers - 1 <= self.layer <= n_layers:
             raise ValueError(
@@ -170,6 +218,26 @@ class PLMTextBranch:
         self._tokenizer, self._model = tokenizer, model
         logging.info(f"Loaded frozen PLM {name!r} (hidden size {self.hidden_size})")
         return self
+
+    def _check_tokenizer_files(self, path: str) -> None:
+        """A local PLM directory must hold its tokenizer (else transformers builds one that maps all to [UNK])."""
+        if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+            raise ValueError(
+                f"{self.field}={self.name_or_path!r}: the directory has no tokenizer file "
+                f"({', '.join(TOKENIZER_FILES)}), so every character would become [UNK]; save the PLM's "
+                f"tokenizer there too (AutoTokenizer.from_pretrained(SOURCE).save_pretrained({path!r}))"
+            )
+
+    def _check_tokenizer_matches(self, tokenizer, model) -> None:
+        """The tokenizer must belong to the model: its vocabulary fits the embedding and fills most of it."""
+        n_tok = len(tokenizer)
+        n_model = int(model.get_input_embeddings().num_embeddings)
+        if n_tok > n_model or 2 * n_tok < n_model:
+            raise ValueError(
+                f"{self.field}={self.name_or_path!r}: the tokenizer has {n_tok} tokens but the model's "
+                f"vocabulary has {n_model}: the tokenizer does not belong to this model; save the model's own "
+                "tokenizer into the same directory (tokenizer.save_pretrained)"
+            )
 
     @property
     def tokenizer(self):

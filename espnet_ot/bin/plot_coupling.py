@@ -29,10 +29,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from espnet_ot.ot.config import METHODS, AlignmentConfig
 from espnet_ot.toy.kaldi_data import read_kaldi_text
 
 METHOD_TITLES = {"ot": "OT (no temporal prior)", "tot": "TOT (temporal prior)", "gmot": "GM-OT (FGW)"}
-ALIGNMENT_KEYS = ("eps", "beta", "alpha", "edges", "edge_mix", "max_iter", "tol", "gw_max_iter", "gw_tol")
+assert set(METHOD_TITLES) == set(METHODS)
 # Font families that cover CJK characters, tried in order for the token labels.
 CJK_FONTS = (
     "Noto Sans CJK SC", "Noto Sans SC", "Noto Serif CJK SC", "Source Han Sans SC", "Source Han Sans CN",
@@ -71,7 +72,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr_model_file", nargs="+", required=True, help="model .pth of each (same order)")
     p.add_argument("--labels", nargs="+", default=None, help="panel titles of the models")
     p.add_argument(
-        "--methods", nargs="+", default=None, choices=["ot", "tot", "gmot"],
+        "--methods", nargs="+", default=None, choices=list(METHODS),
         help="one model: the panels' methods (default: ot tot gmot); several models: one method per model "
         "(default: each model's own model_conf.alignment)",
     )
@@ -85,13 +86,23 @@ def get_parser() -> argparse.ArgumentParser:
     plm = p.add_argument_group("linguistic features Z_L")
     plm.add_argument("--plm", default=None, help="PLM name or directory (default: the config's model_conf.plm)")
     plm.add_argument("--plm_feats", type=Path, default=None, help="feats.scp written by dump_plm_feats")
-    p.add_argument("--eps", type=float, default=None, help="override the models' alignment_conf eps")
+    p.add_argument("--eps", type=_positive_float, default=None, help="override the models' alignment_conf eps")
     out = p.add_argument_group("output")
     out.add_argument("--output", type=Path, default=None, help="PNG path (one utterance only)")
     out.add_argument("--output_dir", type=Path, default=None, help="writes <utt_id>.png per utterance")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dpi", type=int, default=120)
     return p
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -169,30 +180,41 @@ class LoadedModel:
         self.model, self.train_args = ASRTask.build_model_from_file(str(config), str(model_file), device)
         self.model.eval()
         self.device = device
-        if not isinstance(getattr(self.model, "postencoder", None), CAKTAdapter):
+        if not isinstance(getattr(self.model, "postencoder", None), CAKTAdapter) or not hasattr(
+            self.model, "alignment_config"
+        ):
             raise ValueError(
                 f"--asr_train_config {config}: the model has no cakt_adapter postencoder, so it has no H_A; "
                 "plot_coupling needs an espnet_ot model trained with `postencoder: cakt_adapter`"
             )
-        model_conf = dict(self.train_args.model_conf or {})
-        self.alignment = model_conf.get("alignment", "tot")
-        self.alignment_conf = {k: v for k, v in dict(model_conf.get("alignment_conf") or {}).items()
-                               if k in ALIGNMENT_KEYS}
-        self.include_special = bool(model_conf.get("ot_include_special", True))
-        self.plm_name = plm or model_conf.get("plm")
-        self.plm_layer = int(model_conf.get("plm_layer", -1))
-        self.plm_max_length = model_conf.get("plm_max_length")
-        self.token_type = model_conf.get("token_type", getattr(self.train_args, "token_type", "char"))
-        self.token_hf_model = model_conf.get("token_hf_model")
+        # The model's own settings (validated when it was built), never re-read from the YAML.
+        model = self.model
+        self.alignment = model.alignment
+        self.alignment_config: AlignmentConfig = model.alignment_config or AlignmentConfig()
+        self.include_special = model.ot_include_special
+        own = model.plm_branch
+        self.plm_name = plm or (own.name_or_path if own is not None else None)
+        self.plm_layer = own.layer if own is not None else -1
+        self.plm_max_length = own.max_length_override if own is not None else None
+        self.token_type = model.token_type
+        self.token_hf_model = model.token_hf_model
         self.label = label or Path(config).parent.name
         self.preprocess = ASRTask.build_preprocess_fn(self.train_args, train=False)
         self._branch = None
         self._detok = None
         frontend_conf = dict(self.train_args.frontend_conf or {})
         self.fs = int(frontend_conf.get("fs", 16000))
-        hop = frontend_conf.get("hop_length")
-        sub = _subsampling(self.train_args)
-        self.frame_shift_s = hop * sub / self.fs if hop and sub else None
+        self.frame_shift_s = self._frame_shift()
+
+    def _frame_shift(self, seconds: float = 8.0) -> Optional[float]:
+        """Seconds per H_A frame, asked from the model itself: the frames it gives for `seconds` of audio."""
+        noise = np.random.default_rng(0).standard_normal(int(seconds * self.fs)).astype(np.float32) * 0.1
+        try:
+            frames = self.h_a(noise).size(0)
+        except Exception as e:  # a model that cannot encode noise still plots, without the time axis unit
+            logging.warning(f"{self.label}: could not measure the frame shift ({e})")
+            return None
+        return round(seconds / frames, 3) if frames else None
 
     def text_ids(self, utt_id: str, text: str) -> List[int]:
         """CTC token ids of a transcript, through ESPnet's own preprocessing (as in training)."""
@@ -236,13 +258,6 @@ class LoadedModel:
         return z[0, : int(lengths[0])].float(), list(tokens)
 
 
-def _subsampling(train_args) -> Optional[int]:
-    """Time subsampling of the encoder's input layer (conv2d: 4, conv2d6: 6, conv2d8: 8, ...)."""
-    layer = str(dict(train_args.encoder_conf or {}).get("input_layer", "conv2d"))
-    table = {"conv2d": 4, "conv2d1": 1, "conv2d2": 2, "conv2d6": 6, "conv2d8": 8, "linear": 1, "embed": 1}
-    return table.get(layer)
-
-
 def feats_tokens(text: str, length: int) -> List[str]:
     """Token labels for precomputed Z_L: [CLS] + characters + [SEP] when the count fits, else positions."""
     chars = [c for c in text if not c.isspace()]
@@ -254,7 +269,7 @@ def feats_tokens(text: str, length: int) -> List[str]:
 def compute_panel(
     lm: LoadedModel, utt: Utterance, method: str, z: torch.Tensor, tokens: List[str], eps: Optional[float]
 ) -> Panel:
-    """Coupling of one model on one utterance with one method (the model's alignment_conf, method replaced)."""
+    """Coupling of one model on one utterance with one method (the model's alignment_config, method replaced)."""
     import espnet_ot.ot as ot_core
 
     h = lm.h_a(utt.speech)
@@ -264,22 +279,19 @@ def compute_panel(
         )
     if not lm.include_special and z.size(0) > 2:
         z, tokens = z[1:-1], tokens[1:-1]
-    conf = dict(lm.alignment_conf)
+    cfg = lm.alignment_config.replace(method=method)
     if eps is not None:
-        conf["eps"] = eps
-    if method != "gmot":
-        for k in ("alpha", "edges", "edge_mix", "gw_max_iter", "gw_tol"):
-            conf.pop(k, None)
+        cfg = cfg.replace(eps=eps)
     h_mask = torch.ones(1, h.size(0), dtype=torch.bool, device=h.device)
     z_mask = torch.ones(1, z.size(0), dtype=torch.bool, device=h.device)
     with torch.no_grad():
-        result = ot_core.ot_alignment(h[None], z[None].to(h.device), h_mask, z_mask, method=method, **conf)
+        result = ot_core.ot_alignment(h[None], z[None].to(h.device), h_mask, z_mask, **cfg.solver_kwargs())
         gamma = result.coupling.float()
         diag = ot_core.coupling_diagnostics(gamma, h_mask, z_mask)
-    eps_used = conf.get("eps", 0.5)
-    extra = f", beta={conf.get('beta', 0.5)}" if method in ("tot",) else ""
+    extra = f", beta={cfg.beta}" if method == "tot" else ""
     if method == "gmot":
-        extra = f", alpha={conf.get('alpha', 0.5)}, {conf.get('edges', 'temporal')} edges"
+        extra = f", alpha={cfg.alpha}, {cfg.edges} edges"
+    eps_used = cfg.eps
     title = f"{lm.label}: {METHOD_TITLES[method]}\neps={eps_used}{extra}"
     return Panel(title, gamma[0].cpu().numpy(), tokens, float(diag["band_mass"][0]), lm.frame_shift_s)
 

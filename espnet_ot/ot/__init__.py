@@ -1,5 +1,6 @@
 """Batched entropic optimal transport in pure PyTorch (no ESPnet imports): OT-BERT, TOT-CAKT and GM-OT solvers."""
 
+from espnet_ot.ot.config import ALIGNMENTS, DEFAULT_METHOD, METHODS, NO_ALIGNMENT, AlignmentConfig
 from espnet_ot.ot.cost import cosine_cost, temporal_distance, tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
 from espnet_ot.ot.loss import OTAlignment, coupling_diagnostics, fgw_cost, ot_alignment, transport_cost
@@ -15,6 +16,11 @@ from espnet_ot.ot.structure import (
 )
 
 __all__ = [
+    "ALIGNMENTS",
+    "AlignmentConfig",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "NO_ALIGNMENT",
     "DenseStructure",
     "FeatureStructure",
     "MixedStructure",

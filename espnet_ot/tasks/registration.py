@@ -1,10 +1,12 @@
-"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model) and the `plm_feats` data key to espnet2.tasks.asr."""
+"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model), the `plm_feats` data key and its check to espnet2.tasks.asr."""
 
 import sys
 from types import ModuleType
 from typing import Optional
 
 ASR_TASK_MODULE = "espnet2.tasks.asr"
+MODEL_NAME = "espnet_ot"  # `model:` of a training YAML
+POSTENCODER_NAME = "cakt_adapter"
 _MARK = "_espnet_ot_registered"
 
 
@@ -21,6 +23,27 @@ def _with_data_name(original, key: str):
     return optional_data_names
 
 
+def _with_plm_feats_check(original):
+    """Wrap ASRTask.build_iter_factory: data sets with `plm_feats` are checked before training starts."""
+
+    def build_iter_factory(cls, *args, **kwargs):
+        factory = original(cls, *args, **kwargs)
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else "train")
+        dataset = getattr(factory, "dataset", None)
+        if dataset is not None:
+            import itertools
+
+            from espnet_ot.asr.plm_data import check_plm_feats
+
+            batches = getattr(factory, "batches", None)
+            utts = set(itertools.chain(*batches)) if batches is not None else None
+            check_plm_feats(dataset, mode, utts)
+        return factory
+
+    build_iter_factory._espnet_ot_wrapped = True
+    return build_iter_factory
+
+
 def register(asr_module: Optional[ModuleType] = None) -> None:
     """Register into an imported espnet2.tasks.asr (idempotent; imports it if not given)."""
     if asr_module is None:
@@ -34,10 +57,13 @@ def register(asr_module: Optional[ModuleType] = None) -> None:
     from espnet_ot.asr.espnet_ot_model import PLM_FEATS_KEY, ESPnetOTModel
     from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 
-    asr_module.postencoder_choices.classes["cakt_adapter"] = CAKTAdapter
-    asr_module.model_choices.classes["espnet_ot"] = ESPnetOTModel
+    asr_module.postencoder_choices.classes[POSTENCODER_NAME] = CAKTAdapter
+    asr_module.model_choices.classes[MODEL_NAME] = ESPnetOTModel
     task = asr_module.ASRTask
     current = task.optional_data_names.__func__
     if not getattr(current, "_espnet_ot_wrapped", False):
         task.optional_data_names = classmethod(_with_data_name(current, PLM_FEATS_KEY))
+    current = task.build_iter_factory.__func__
+    if not getattr(current, "_espnet_ot_wrapped", False):
+        task.build_iter_factory = classmethod(_with_plm_feats_check(current))
     setattr(asr_module, _MARK, True)

@@ -80,6 +80,10 @@ done
 for b in toy plm_feats skip_eval; do
     case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 2 ;; esac
 done
+for n in stage stop_stage nj inference_nj ngpu nbpe; do
+    [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "$0: --${n} must be a non-negative integer, got '${!n}'" >&2; exit 2; }
+done
+[[ "${plm_nj}" =~ ^[0-9]*$ ]] || { echo "$0: --plm_nj must be a positive integer, got '${plm_nj}'" >&2; exit 2; }
 
 if [ ! -f ./run.sh ] || [ ! -f ./local/data.sh ] || [ ! -f ./conf/decode_ctc.yaml ]; then
     echo "$0: run it from the recipe directory: cd $(dirname "$0") && ./run.sh ..." >&2
@@ -114,19 +118,31 @@ if "${toy}"; then
     [ -n "${toy_dir}" ] || toy_dir="${main_root}/toy"
     mkdir -p "${toy_dir}"
     toy_dir="$(cd "${toy_dir}" && pwd)"
+    # a reused cache keeps the options it was built with (<dir>/.toy_opts): say so when others are given
+    reuse_toy() {
+        local built="" opts="$2"
+        [ -f "${toy_dir}/$1/.toy_opts" ] && built="$(cat "${toy_dir}/$1/.toy_opts")"
+        log "Toy $1: reusing ${toy_dir}/$1"
+        if [ "${built}" != "${opts}" ] && { [ -n "${opts}" ] || [ -f "${toy_dir}/$1/.toy_opts" ]; }; then
+            log "WARNING: --toy_$1_opts '${opts}' ignored: ${toy_dir}/$1 was built with '${built}';" \
+                "delete it or pick another --toy_dir to rebuild"
+        fi
+    }
     if [ ! -f "${toy_dir}/corpus/data_aishell/transcript/aishell_transcript_v0.8.txt" ]; then
         log "Toy corpus: building ${toy_dir}/corpus"
         # shellcheck disable=SC2086
         ${python} -m espnet_ot.bin.make_toy_corpus --out "${toy_dir}/corpus" ${toy_corpus_opts}
+        printf '%s' "${toy_corpus_opts}" > "${toy_dir}/corpus/.toy_opts"
     else
-        log "Toy corpus: reusing ${toy_dir}/corpus"
+        reuse_toy corpus "${toy_corpus_opts}"
     fi
     if [ ! -f "${toy_dir}/plm/config.json" ]; then
         log "Toy PLM: pretraining ${toy_dir}/plm"
         # shellcheck disable=SC2086
         ${python} -m espnet_ot.bin.pretrain_toy_plm --out "${toy_dir}/plm" --corpus "${toy_dir}/corpus" ${toy_plm_opts}
+        printf '%s' "${toy_plm_opts}" > "${toy_dir}/plm/.toy_opts"
     else
-        log "Toy PLM: reusing ${toy_dir}/plm"
+        reuse_toy plm "${toy_plm_opts}"
     fi
     export AISHELL="${toy_dir}/corpus"
     given plm || plm="${toy_dir}/plm"

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Reads a training YAML and prints what the PLM-feature stage needs: the PLM, its options, the data name."""
+"""Reads a training YAML, checks its OT options, and prints what the PLM-feature stage needs: the PLM, its options, the data name."""
 
 import argparse
 import sys
 
 import yaml
 
-# Names used by espnet_ot's model (espnet_ot/asr/espnet_ot_model.py); tests/test_recipe.py checks they match.
-MODEL_NAME = "espnet_ot"
-PLM_CONF_KEY = "plm"
-PLM_DATA_KEY = "plm_feats"
-NO_OT_ALIGNMENT = "none"
+from espnet_ot.asr.plm import PLM_CONF_KEY
+from espnet_ot.asr.plm import PLM_FEATS_KEY as PLM_DATA_KEY
+from espnet_ot.ot.config import DEFAULT_METHOD
+from espnet_ot.ot.config import NO_ALIGNMENT as NO_OT_ALIGNMENT
+from espnet_ot.ot.config import AlignmentConfig
+from espnet_ot.tasks.registration import MODEL_NAME
 
 
 def plm_options(config: dict, override: str = "") -> dict:
@@ -18,8 +19,10 @@ def plm_options(config: dict, override: str = "") -> dict:
     if config.get("model") != MODEL_NAME:
         return dict(plm="", plm_layer=-1, plm_max_length=None)
     conf = config.get("model_conf") or {}
-    if conf.get("alignment", "tot") == NO_OT_ALIGNMENT:
+    alignment = conf.get("alignment", DEFAULT_METHOD)
+    if alignment == NO_OT_ALIGNMENT:
         return dict(plm="", plm_layer=-1, plm_max_length=None)
+    AlignmentConfig.from_conf(alignment, conf.get("alignment_conf"))  # fail now, not at the first batch
     name = str(override or conf.get(PLM_CONF_KEY) or "")
     if not name:
         raise ValueError(f"model_conf.{PLM_CONF_KEY} is empty: set it in the YAML or pass --plm NAME_OR_DIR")
@@ -42,7 +45,7 @@ def main() -> None:
         with open(args.config, encoding="utf-8") as f:
             config = yaml.safe_load(f) or {}
         opts = plm_options(config, args.plm)
-    except (OSError, yaml.YAMLError, ValueError) as e:
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
         sys.exit(f"{sys.argv[0]}: --config {args.config}: {e}")
     max_len = opts["plm_max_length"]
     print(opts["plm"] or "-", opts["plm_layer"], "-" if max_len is None else int(max_len), PLM_CONF_KEY, PLM_DATA_KEY)

@@ -1,0 +1,257 @@
+"""Bad PLM inputs fail in one line and never lose data: dump_plm_feats, the PLM branch, and plm_feats in ESPnet's data."""
+
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import PLM_CHARS, char_token_list, make_tiny_bert, run_python, write_data_dir, write_token_list
+
+pytest.importorskip("transformers", reason="needs transformers")
+kaldiio = pytest.importorskip("kaldiio", reason="needs kaldiio")
+
+from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch  # noqa: E402
+from espnet_ot.bin import dump_plm_feats  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+TEXTS = {"u1": "我们是中国人", "u2": "你好", "u3": "他说了"}
+
+
+def write_text(path, texts=TEXTS):
+    path.write_text("".join(f"{u} {t}\n" for u, t in texts.items()), encoding="utf-8")
+    return path
+
+
+def dump_error(argv) -> str:
+    """The one-line message that dump_plm_feats exits with."""
+    with pytest.raises(SystemExit) as err:
+        dump_plm_feats.main([str(a) for a in argv])
+    msg = str(err.value.code)
+    assert "\n" not in msg and msg.startswith("dump_plm_feats: error: "), msg
+    return msg[len("dump_plm_feats: error: "):]
+
+
+@pytest.fixture
+def plm_without_tokenizer(tiny_plm_dir, tmp_path):
+    d = tmp_path / "model_only"
+    d.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_plm_dir / name, d / name)
+    return d
+
+
+@pytest.fixture
+def nan_plm(tmp_path):
+    """A tiny BERT whose embedding of 你 is NaN: utterances with 你 get NaN features, the others are finite."""
+    from transformers import AutoModel
+
+    d = make_tiny_bert(tmp_path / "nan_plm")
+    model = AutoModel.from_pretrained(str(d))
+    vocab = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[vocab.index("你")] = float("nan")
+    model.save_pretrained(str(d))
+    return d
+
+
+# ------------------------------------------------------------------ item 1: tokenizer missing / not the model's
+
+
+def test_plm_dir_without_tokenizer_fails_in_dump_and_in_the_model(plm_without_tokenizer, tmp_path):
+    msg = dump_error(["--text", write_text(tmp_path / "text"), "--plm", plm_without_tokenizer,
+                      "--output_dir", tmp_path / "out"])
+    assert msg.startswith(f"--plm={str(plm_without_tokenizer)!r}: the directory has no tokenizer file")
+    assert "save_pretrained" in msg
+    assert not (tmp_path / "out" / "feats.scp").exists()
+
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    from helpers import build_tiny_ot_model
+
+    model = build_tiny_ot_model(char_token_list(), "tot", plm=str(plm_without_tokenizer))
+    with pytest.raises(ValueError) as err:
+        model._plm_features([[3, 4]], torch.device("cpu"))
+    assert str(err.value).startswith(f"model_conf.plm={str(plm_without_tokenizer)!r}: the directory has no tokenizer")
+
+
+def test_tokenizer_of_another_model_is_rejected(tiny_plm_dir, tmp_path):
+    import string
+
+    other = make_tiny_bert(tmp_path / "bigger", chars=PLM_CHARS + string.ascii_letters)  # 5 + 20 + 52 tokens
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in os.listdir(other):
+        shutil.copy(other / name, mixed / name)
+    for name in ("config.json", "model.safetensors"):  # the 25-token model with the 77-token tokenizer
+        shutil.copy(tiny_plm_dir / name, mixed / name)
+    with pytest.raises(ValueError) as err:
+        PLMTextBranch(str(mixed)).load()
+    assert str(err.value) == (
+        f"model_conf.plm={str(mixed)!r}: the tokenizer has 77 tokens but the model's vocabulary has 25: the "
+        "tokenizer does not belong to this model; save the model's own tokenizer into the same directory "
+        "(tokenizer.save_pretrained)"
+    )
+
+
+def test_cli_error_is_one_line_without_traceback(plm_without_tokenizer, tmp_path):
+    """The issue's reproduction, as a user runs it: exit status 1 and one line on stderr."""
+    proc = run_python(
+        ["-m", "espnet_ot.bin.dump_plm_feats", "--text", str(write_text(tmp_path / "text")),
+         "--plm", str(plm_without_tokenizer), "--output_dir", str(tmp_path / "out")],
+        cwd=tmp_path, timeout=300,
+    )
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dump_plm_feats: error: --plm=") and "no tokenizer file" in lines[0]
+
+
+# ------------------------------------------------------------------ item 10: local paths and offline hub names
+
+
+def test_relative_path_is_local_and_offline_hub_name_fails_at_once(tiny_plm_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_plm_dir, tmp_path / "models" / "bert")
+    assert PLMTextBranch("models/bert").load().hidden_size == 32  # relative path without ./
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local-looking name must not go to the hub")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    with pytest.raises(PLMNotFoundError) as err:  # models/ exists, models/berta does not: a typo, not a hub id
+        PLMTextBranch("models/berta").load()
+    assert str(err.value).startswith("model_conf.plm='models/berta': cannot load the PLM (no such directory")
+    monkeypatch.undo()
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(PLMNotFoundError) as err:
+        PLMTextBranch("no-such-org-xyz/bert-xyz").load()
+    assert time.monotonic() - start < 10
+    msg = str(err.value)
+    assert "\n" not in msg and "HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache" in msg
+    assert "huggingface-cli download no-such-org-xyz/bert-xyz" in msg
+
+
+# ------------------------------------------------------------------ item 13: missing --text, unwritable --output_dir
+
+
+def test_missing_text_and_unwritable_output_dir_name_the_path(tiny_plm_dir, tmp_path):
+    text = write_text(tmp_path / "text")
+    assert dump_error(["--text", tmp_path / "nope", "--plm", tiny_plm_dir, "--output_dir", tmp_path / "o"]) == (
+        f"--text {tmp_path / 'nope'}: no such file"
+    )
+    assert dump_error(["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "o",
+                       "--token_list", tmp_path / "tokens.txt"]) == f"--token_list {tmp_path / 'tokens.txt'}: no such file"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    msg = dump_error(["--text", text, "--plm", tiny_plm_dir, "--output_dir", blocker / "out"])
+    assert msg.startswith(f"--output_dir {blocker / 'out'}: cannot create it")
+
+
+# ------------------------------------------------------------------ items 2 and 12: atomic writes, non-finite features
+
+
+def test_failed_rerun_keeps_the_previous_features(tiny_plm_dir, plm_without_tokenizer, nan_plm, tmp_path):
+    text = write_text(tmp_path / "text")
+    out = tmp_path / "out"
+    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"feats.ark", "feats.scp"} and len(before["feats.ark"]) > 0
+    feats = kaldiio.load_scp(str(out / "feats.scp"))
+    assert sorted(feats) == sorted(TEXTS) and all(np.isfinite(feats[u]).all() for u in feats)
+
+    # the PLM fails to load / fails on the second utterance after the first one was written
+    msg = dump_error(["--text", text, "--plm", plm_without_tokenizer, "--output_dir", out])
+    assert "no tokenizer file" in msg
+    msg = dump_error(["--text", text, "--plm", nan_plm, "--output_dir", out, "--batch_size", "1"])
+    assert msg.startswith("utterance u2: the PLM gave non-finite features (NaN/Inf) for '你好'"), msg
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before  # no truncation, no leftover temporary files
+
+
+def test_float16_overflow_is_reported(tiny_plm_dir, tmp_path):
+    big = dump_plm_feats.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float32, "x")
+    assert big.dtype == np.float32
+    with pytest.raises(dump_plm_feats.DumpError, match="utterance u9: features overflow float16; use --dtype float32"):
+        dump_plm_feats.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float16, "x")
+
+
+# ------------------------------------------------------------------ items 11 and 12 in ESPnet's data pipeline
+
+
+def _feats_scp(tmp_path, mats, name="f"):
+    ark, scp = tmp_path / f"{name}.ark", tmp_path / f"{name}.scp"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as w:
+        for u, m in mats.items():
+            w(u, m)
+    return scp
+
+
+def test_dataset_check_names_missing_utterance_and_non_finite_features(tmp_path):
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    from espnet2.train.dataset import ESPnetDataset
+
+    from espnet_ot.asr.plm_data import check_plm_feats
+
+    speech = _feats_scp(tmp_path, {u: np.zeros((10, 2), dtype=np.float32) for u in TEXTS}, "speech")
+    good = np.ones((4, 8), dtype=np.float32)
+    bad = good.copy()
+    bad[1, 2] = np.nan
+    scp = _feats_scp(tmp_path, {"u1": good, "u3": bad})
+    ds = ESPnetDataset([(str(speech), "speech", "kaldi_ark"), (str(scp), "plm_feats", "kaldi_ark")])
+    with pytest.raises(ValueError) as err:
+        check_plm_feats(ds, "train")
+    assert str(err.value) == (
+        f"--train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: no entry for utterance u2 of {speech}; "
+        "re-run the PLM-feature stage (python -m espnet_ot.bin.dump_plm_feats) for this data set"
+    )
+    check_plm_feats(ds, "valid", utts=["u1", "u3"])  # only these are in the batches: covered
+    assert ds["u1"][1]["plm_feats"].shape == (4, 8)
+    import pickle
+
+    ds = pickle.loads(pickle.dumps(ds))  # as DataLoader workers (num_workers > 0) receive it
+    assert ds["u1"][1]["plm_feats"].shape == (4, 8)
+    with pytest.raises(ValueError, match=rf"^{scp}: utterance u3 has non-finite PLM features \(NaN/Inf\)"):
+        ds["u3"]
+
+
+def test_asr_train_stops_before_training_on_an_incomplete_scp(tiny_plm_dir, tmp_path):
+    """ESPnet's own entry point: the check runs when the iterator is built, before the first batch."""
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    texts = {"spk0_a": "我们", "spk0_b": "你好", "spk1_c": "他说"}
+    data = write_data_dir(tmp_path / "data", texts)
+    tokens = write_token_list(tmp_path / "tokens.txt", char_token_list())
+    scp = _feats_scp(tmp_path, {u: np.ones((4, 32), dtype=np.float32) for u in ("spk0_a", "spk1_c")})
+    (tmp_path / "speech_shape").write_text("".join(f"{u} 9600\n" for u in texts))
+    (tmp_path / "text_shape").write_text("".join(f"{u} 2,{len(char_token_list())}\n" for u in texts))
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "encoder: conformer\nencoder_conf: {output_size: 32, attention_heads: 2, linear_units: 32, num_blocks: 1}\n"
+        "postencoder: cakt_adapter\npostencoder_conf: {plm_dim: 32}\n"
+        f"model: espnet_ot\nmodel_conf: {{alignment: tot, plm: {tiny_plm_dir}}}\n",
+        encoding="utf-8",
+    )
+    data_args = []
+    for split in ("train", "valid"):
+        data_args += [f"--{split}_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+                      f"--{split}_data_path_and_name_and_type", f"{data}/text,text,text",
+                      f"--{split}_shape_file", str(tmp_path / "speech_shape"),
+                      f"--{split}_shape_file", str(tmp_path / "text_shape")]
+    proc = run_python(
+        ["-m", "espnet2.bin.asr_train", "--config", str(conf), "--token_type", "char", "--token_list", str(tokens),
+         "--use_preprocessor", "true", "--ngpu", "0", "--num_workers", "0", "--batch_size", "2",
+         "--batch_type", "unsorted", "--max_epoch", "1", "--output_dir", str(tmp_path / "exp"), "--allow_variable_data_keys", "true",
+         *data_args, "--train_data_path_and_name_and_type", f"{scp},plm_feats,kaldi_ark"],
+        cwd=tmp_path, timeout=900,  # ~25 s alone; minutes on a loaded 2-core box
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"ValueError: --train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: no entry for utterance "
+        f"spk0_b of {data}/wav.scp; re-run the PLM-feature stage (python -m espnet_ot.bin.dump_plm_feats) for "
+        "this data set"
+    ), proc.stderr[-3000:]
+    assert "KeyError" not in proc.stderr and not (tmp_path / "exp" / "1epoch.pth").exists()
