@@ -134,7 +134,7 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
     x.out.mkdir(parents=True, exist_ok=True)
     probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
     (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
-    summary = study.report(runs, [1, 2])
+    summary = study.report(runs)
     assert list(summary) == list(METHOD_NAMES)
     assert summary["baseline"]["test_cer_mean"] == pytest.approx(20.0)
     assert summary["baseline"]["test_error_points"]["tone"] == pytest.approx(20.0)

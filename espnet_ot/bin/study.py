@@ -25,6 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=Path("exp/toy_world"), help="the toy corpus and PLM (built once)")
     p.add_argument("--conf_dir", type=Path, default=REPO_CONF, help="the systems' base configs (conf/demo)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
+    p.add_argument("--control_seeds", type=int, nargs="+", default=None, help="seeds of the controls (default: --seeds)")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     p.add_argument("--jobs", type=int, default=2, help="trainings at once (each gets cores/jobs threads)")
     p.add_argument("--sweep", action="store_true", help="run the dev-only settings sweep instead of the study")
@@ -42,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.sweep:
             study.run_sweep()
         else:
-            study.run_study(args.seeds, args.methods)
+            study.run_study(args.seeds, args.methods, control_seeds=args.control_seeds)
     except (JobFailed, FileNotFoundError, ValueError) as e:
         print(f"study: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -188,12 +188,18 @@ class Study:
         write_variant(self.conf_dir / m.config, m.patch, self.study_config(name), f"study {name}")
         return str(self.study_config(name))
 
-    def study_runs(self, seeds: Sequence[int], methods: Sequence[str]) -> Dict[str, List[Run]]:
+    def study_runs(self, seeds: Sequence[int], methods: Sequence[str],
+                   control_seeds: Optional[Sequence[int]] = None) -> Dict[str, List[Run]]:
+        """The runs of each method; the controls use control_seeds (default: seeds)."""
+        def seeds_of(name: str) -> Sequence[int]:
+            return control_seeds if control_seeds is not None and name.startswith("control") else seeds
+
         return {name: [Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
-                       for s in seeds] for name in methods}
+                       for s in seeds_of(name)] for name in methods}
 
     def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                  before: Sequence[Task] = (), sweep: bool = True) -> Dict[str, Any]:
+                  before: Sequence[Task] = (), sweep: bool = True,
+                  control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
         """Train (resuming), decode and report every method for every seed, in one job graph.
 
         The systems are the configs of conf_dir as they are. With ``sweep``, the dev-only sweep of the swept
@@ -202,11 +208,11 @@ class Study:
         """
         if "baseline" not in methods:
             raise ValueError("methods: the study compares with the baseline; keep `baseline` in --methods")
-        runs = self.study_runs(seeds, methods)
+        runs = self.study_runs(seeds, methods, control_seeds)
         swept = sorted({BASED_ON.get(m, m) for m in methods} & set(SWEEP)) if sweep else []
         sweep_runs = [r for m in swept for _, _, r in self.sweep_runs(m)]
         # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
-        order = [r for i in range(len(seeds)) for name in methods for r in [runs[name][i]]]
+        order = [runs[name][i] for i in range(len(seeds)) for name in methods if i < len(runs[name])]
         tasks = self.prep_tasks(order + sweep_runs, before)
         tasks += [Task(f"config {n}", self.phase(f"config {n}", lambda n=n: self.write_study_config(n))) for n in methods]
         for task in self.train_tasks(order, ["dev", "test"]):
@@ -217,9 +223,10 @@ class Study:
         run_tasks(tasks, self.jobs, self.console)
         if swept:
             self.write_sweep_report(swept)
-        return self.report(runs, seeds)
+        return self.report(runs)
 
-    def report(self, runs: Dict[str, List[Run]], seeds: Sequence[int]) -> Dict[str, Any]:
+    def report(self, runs: Dict[str, List[Run]]) -> Dict[str, Any]:
+        """RESULTS.md, summary.json and cer.png of finished runs (each method with its own seeds)."""
         x = self.x
         summary: Dict[str, Any] = {}
         base_errs = [x.utterance_errors(r, "test") for r in runs["baseline"]]
@@ -234,7 +241,7 @@ class Study:
             entry: Dict[str, Any] = {
                 "title": self.methods[name].title,
                 "test_cer_mean": mean, "test_cer_sd": sd, "dev_cer_mean": dmean, "dev_cer_sd": dsd,
-                "seeds": list(seeds), "test_cer_per_seed": [e.cer for e in test],
+                "seeds": [r.seed for r in rs], "test_cer_per_seed": [e.cer for e in test],
                 "test_error_points": {c: 100.0 * n / n_ref for c, n in pooled.items()},
                 "linguistic_share": sum(pooled[c] for c in ("homophone", "tone")) / max(1, sum(pooled.values())),
                 "final_valid_stats": [self.final_stats(r) for r in rs],
@@ -281,9 +288,9 @@ class Study:
         lines = [
             "# Toy experiment: test CER" + (" over seeds" if len(seeds) > 1 else f" (one seed: {seeds[0]})"), "",
             f"Greedy CTC on the {n_utts} test utterances ({n_chars} characters) of each seed's averaged model "
-            f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']}. CI: paired bootstrap over test "
+            f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']} (per system below). CI: paired bootstrap over test "
             "utterances of the seed-averaged error counts (10000 draws), difference to the baseline in CER points.", "",
-            "| system | test CER mean ± sd | dev CER mean ± sd | diff vs baseline [95% CI] | relative | per seed |",
+            "| system | test CER mean ± sd | dev CER mean ± sd | diff vs baseline [95% CI] | relative | test CER per seed (seed: CER) |",
             "|---|---:|---:|---:|---:|---|",
         ]
         for name, e in summary.items():
@@ -292,7 +299,7 @@ class Study:
             rel = "—" if name == "baseline" else f"{100 * e['relative_change']:+.1f}%"
             lines.append(f"| {e['title']} | {e['test_cer_mean']:.2f} ± {e['test_cer_sd']:.2f} | "
                          f"{e['dev_cer_mean']:.2f} ± {e['dev_cer_sd']:.2f} | {diff} | {rel} | "
-                         f"{', '.join(f'{c:.2f}' for c in e['test_cer_per_seed'])} |")
+                         f"{', '.join(f'{k}: {c:.2f}' for k, c in zip(e['seeds'], e['test_cer_per_seed']))} |")
         lines += ["", "Error decomposition (test, pooled over seeds, CER points): homophone = same syllable and tone, "
                   "tone = same syllable other tone (both fixable by a language model), other substitution, deletion, "
                   "insertion.", "",
