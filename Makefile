@@ -4,15 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo study espnet bench clean
+.PHONY: install sysdeps test demo study espnet bench compat clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+# constraints.txt: the exact ESPnet / torch release this repository is tested with (setup.py only gives ranges)
+$(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "pip>=23,<24" "setuptools<74" wheel
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+# sclite, sox and a CJK font (Debian packages sctk, sox, fonts-noto-cjk): installed when root and missing
+sysdeps:
+	@bash .ci/system_deps.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -28,6 +33,12 @@ study: $(STAMP)
 # ESPnet tag matching the installed espnet into ~/.cache/espnet-ot/espnet (needs the internet).
 espnet: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" egs2/aishell_ot/asr1/local/setup_espnet.sh --clone
+
+# the plugin installed into a fresh venv holding another ESPnet release (needs PyPI; several minutes)
+ESPNET ?= 202506
+TORCH ?= 2.11.0
+compat:
+	PYTHON=$(PYTHON) .ci/check_espnet_release.sh $(ESPNET) $(TORCH)
 
 bench: $(STAMP)
 	$(PY) -m espnet_ot.bench solvers

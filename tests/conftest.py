@@ -1,12 +1,32 @@
-"""Pytest fixtures shared by the integration tests (offline: no hub access)."""
+"""Pytest fixtures shared by the integration tests (offline: no hub access); under CI=true a skip is a failure."""
 
 import os
 
 import pytest
 
-from helpers import OFFLINE_ENV, make_tiny_bert
+from helpers import IN_CI, OFFLINE_ENV, make_tiny_bert
 
 os.environ.update(OFFLINE_ENV)
+
+
+def _as_ci_failure(report) -> None:
+    """CI=true: a missing prerequisite (ESPnet checkout, sclite, sox, a CJK font, a package) fails the run."""
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a missing prerequisite is a failure, not a skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _as_ci_failure(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _as_ci_failure(outcome.get_result())
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch
+from espnet_ot.utils.progress import progress
 
 PLM_FIELD = "--plm"
 
@@ -164,7 +165,8 @@ def dump(args: argparse.Namespace) -> Tuple[int, Path]:
         with torch.no_grad(), kaldiio.WriteHelper(
             f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
         ) as writer:
-            for chunk in batches(list(zip(utts, texts)), args.batch_size):
+            chunks = batches(list(zip(utts, texts)), args.batch_size)
+            for chunk in progress(chunks, total=len(utts), desc="dump_plm_feats", unit="utt", weight=len):
                 z, lengths = branch.encode_texts([t for _, t in chunk], torch.device(args.device))
                 z = z.cpu().numpy()
                 for b, ((utt, _), text) in enumerate(chunk):

@@ -23,6 +23,7 @@ from espnet_ot.toy.speech import (
     synthesize_groups,
 )
 from espnet_ot.toy.text import SPLITS, load_news_sentences, select_corpus_sentences, top_characters
+from espnet_ot.utils.progress import progress
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16000
@@ -194,7 +195,8 @@ def build_toy_corpus(
         f"({num_workers} processes)"
     )
     total_samples = 0
-    for spk, raw_list in zip(spk_order, synthesize_groups(groups, num_workers)):
+    synthesized = zip(spk_order, synthesize_groups(groups, num_workers))
+    for spk, raw_list in progress(synthesized, len(utts), "make_toy_corpus: synthesis", "utt", lambda x: len(x[1])):
         split = spk_info[spk][0]
         spk_dir = data_dir / "wav" / split / spk
         spk_dir.mkdir(parents=True, exist_ok=True)

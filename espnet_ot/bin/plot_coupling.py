@@ -31,15 +31,10 @@ import torch
 
 from espnet_ot.ot.config import METHODS, AlignmentConfig
 from espnet_ot.toy.kaldi_data import read_kaldi_text
+from espnet_ot.utils.fonts import use_cjk_font
 
 METHOD_TITLES = {"ot": "OT (no temporal prior)", "tot": "TOT (temporal prior)", "gmot": "GM-OT (FGW)"}
 assert set(METHOD_TITLES) == set(METHODS)
-# Font families that cover CJK characters, tried in order for the token labels.
-CJK_FONTS = (
-    "Noto Sans CJK SC", "Noto Sans SC", "Noto Serif CJK SC", "Source Han Sans SC", "Source Han Sans CN",
-    "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "AR PL UKai CN",
-    "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Hiragino Sans GB", "Arial Unicode MS",
-)
 
 
 @dataclass
@@ -297,17 +292,6 @@ def compute_panel(
 
 
 # ----------------------------------------------------------------------------------------- drawing
-def find_cjk_font() -> Optional[str]:
-    """Name of an installed font family that covers CJK characters, or None."""
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in installed:
-            return name
-    return None
-
-
 def display_tokens(tokens: Sequence[str], have_cjk_font: bool) -> List[str]:
     """Tick labels: the tokens, with non-ASCII ones spelled U+XXXX when no CJK font is installed."""
     if have_cjk_font:
@@ -322,9 +306,7 @@ def draw(panels: Sequence[Panel], utt: Utterance, path: Path, dpi: int = 120) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    font = find_cjk_font()
-    if font is not None:
-        plt.rcParams["font.family"] = [font, "DejaVu Sans"]
+    font = use_cjk_font("plot_coupling")
     n = len(panels)
     la, lt = panels[0].coupling.shape
     width = max(4.0, min(9.0, 2.0 + 0.09 * la))

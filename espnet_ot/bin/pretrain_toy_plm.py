@@ -13,6 +13,7 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from espnet_ot.toy.text import char_counts, load_news_sentences, read_aishell_split_sentences
+from espnet_ot.utils.progress import Progress
 
 SPECIAL_TOKENS: Tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -349,15 +350,18 @@ def pretrain_toy_plm(
         log(f"pretrain_toy_plm: training {total} steps of ~{batch_tokens} tokens ({speed or f'{chosen} threads'})")
     every = max(1, total // 5)
     running = None
+    bar = Progress(total, "pretrain_toy_plm: training", unit="step", initial=step)
     while step < total:
         loss = one_step(step, total)
         running = loss if running is None else 0.98 * running + 0.02 * loss
         step += 1
+        bar.update()
         if step % every == 0 or step == total:
             log(
                 f"pretrain_toy_plm: step {step}/{total} loss {running:.3f} "
                 f"({seen[0] / len(train_ids):.2f} epochs) [{time.time() - t1:.0f}s]"
             )
+    bar.close()
 
     # evaluation
     eval_seed = seed + 12345

@@ -103,13 +103,51 @@ if ! usable; then
     exit 1
 fi
 
+# A checkout whose symbolic links were flattened into small text files that hold the link target (an archive
+# unpacked without symlinks, git with core.symlinks=false; e.g. utils/run.pl containing "parallel/run.pl")
+# cannot be linked as whole directories: then each directory becomes a tree of links to the checkout's files
+# (marked by ${farm_mark}), every flattened link pointing at the file it stood for. Nothing is copied.
+farm_mark=".espnet_links"
+is_stub() {
+    local f="$1" target
+    [ -f "${f}" ] && [ ! -L "${f}" ] && [ ! -x "${f}" ] && [ "$(wc -c < "${f}")" -lt 256 ] || return 1
+    target="$(cat "${f}")"
+    [ -n "${target}" ] && [ "$(printf '%s' "${target}" | wc -l)" -eq 0 ] && [ -e "$(dirname "${f}")/${target}" ]
+}
+resolve() {
+    local f="$1" hops=0 target
+    while [ "${hops}" -lt 8 ] && is_stub "${f}"; do
+        target="$(cat "${f}")"
+        f="$(cd "$(dirname "${f}")/$(dirname "${target}")" && pwd)/$(basename "${target}")"
+        hops=$((hops + 1))
+    done
+    echo "${f}"
+}
+flattened=false
+while IFS= read -r -d '' f; do
+    if is_stub "${f}"; then flattened=true; break; fi
+done < <(cd "${template}" && find ${links} -type f ! -perm -u+x -size -256c -print0 | sed -z "s|^|${template}/|")
+
 for f in ${links}; do
     target="${template}/${f}"
     dst="${recipe_dir}/${f}"
-    if [ -e "${dst}" ] && [ ! -L "${dst}" ]; then
+    if [ -e "${dst}" ] && [ ! -L "${dst}" ] && [ ! -f "${dst}/${farm_mark}" ]; then
         echo "$0: ${dst} exists and is not a symbolic link; refusing to replace it" >&2
         exit 1
     fi
+    if "${flattened}" && [ -d "${target}" ]; then
+        [ -f "${dst}/${farm_mark}" ] && [ "$(cat "${dst}/${farm_mark}")" = "${target}" ] && continue
+        rm -rf "${dst}"
+        mkdir -p "${dst}"
+        (cd "${target}" && find . -mindepth 1 -type d -print0) | (cd "${dst}" && xargs -0 -r mkdir -p)
+        while IFS= read -r -d '' file; do
+            file="${file#./}"
+            ln -s "$(resolve "${target}/${file}")" "${dst}/${file}"
+        done < <(cd "${target}" && find . \( -type f -o -type l \) -print0)
+        echo "${target}" > "${dst}/${farm_mark}"
+        continue
+    fi
+    [ ! -f "${dst}/${farm_mark}" ] || rm -rf "${dst}"
     if [ "$(readlink "${dst}" 2>/dev/null || true)" != "${target}" ]; then
         ln -sfn "${target}" "${dst}"
     fi

@@ -1,0 +1,1 @@
+"""Small shared utilities of espnet_ot (progress reporting, fonts for figures)."""

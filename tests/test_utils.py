@@ -1,0 +1,143 @@
+"""espnet_ot.utils: progress reporting of long loops and the CJK font of the pictures."""
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+from helpers import IN_CI
+
+from espnet_ot.utils import fonts
+from espnet_ot.utils.progress import Progress, progress
+
+# ------------------------------------------------------------------------------------------- progress
+
+
+def test_progress_log_lines_show_rate_and_time_left(monkeypatch):
+    monkeypatch.delenv("ESPNET_OT_PROGRESS", raising=False)
+    out = io.StringIO()  # not a terminal: log lines
+    items = list(progress(range(10), total=40, desc="dump", unit="utt", weight=lambda _: 4, interval=0.0, file=out))
+    assert items == list(range(10))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11  # one per update (interval 0) and the final line
+    first = re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d dump: 4/40 utt \(10\.0%\), [0-9.e+]+ utt/s, elapsed 0:00:00, left \S+", lines[0]
+    )
+    assert first, lines[0]
+    assert "dump: 40/40 utt (100.0%)" in lines[-1] and lines[-1].endswith("left 0:00:00")
+
+
+def test_progress_interval_limits_the_lines(monkeypatch):
+    monkeypatch.delenv("ESPNET_OT_PROGRESS", raising=False)
+    out = io.StringIO()
+    with Progress(1000, "train", unit="step", interval=3600, file=out) as bar:
+        for _ in range(1000):
+            bar.update()
+    assert out.getvalue().count("\n") == 1 and "train: 1000/1000 step" in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar(monkeypatch):
+    monkeypatch.delenv("ESPNET_OT_PROGRESS", raising=False)
+    out = _Terminal()
+    for _ in progress(range(5), total=5, desc="synthesis", unit="utt", file=out):
+        pass
+    text = out.getvalue()
+    assert "\r" in text and "synthesis: 100%" in text and "5/5" in text and "utt/s" in text
+
+
+def test_progress_environment_override_and_bad_mode(monkeypatch):
+    out = _Terminal()
+    monkeypatch.setenv("ESPNET_OT_PROGRESS", "off")
+    list(progress(range(3), total=3, desc="x", file=out))
+    assert out.getvalue() == ""
+    monkeypatch.setenv("ESPNET_OT_PROGRESS", "log")
+    list(progress(range(3), total=3, desc="x", file=out, interval=3600))
+    assert out.getvalue().count("\n") == 1 and "\r" not in out.getvalue()
+    monkeypatch.setenv("ESPNET_OT_PROGRESS", "loud")
+    with pytest.raises(ValueError, match="ESPNET_OT_PROGRESS"):
+        Progress(3, "x", file=out)
+    with pytest.raises(ValueError, match="mode"):
+        Progress(3, "x", mode="fast")
+
+
+def test_dump_plm_feats_reports_progress(tiny_plm_dir, tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("ESPNET_OT_PROGRESS", raising=False)
+    from espnet_ot.bin import dump_plm_feats
+
+    text = tmp_path / "text"
+    text.write_text("".join(f"u{i} 我们好\n" for i in range(5)), encoding="utf-8")
+    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "o"),
+                         "--batch_size", "2"])
+    err = capfd.readouterr().err  # pytest's capture is not a terminal: log lines
+    assert re.search(r"dump_plm_feats: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
+
+
+# ------------------------------------------------------------------------------------------- CJK font
+
+
+def _system_cjk_font_files():
+    from matplotlib import font_manager
+
+    return [p for p in font_manager.findSystemFonts()
+            if any(h in Path(p).name.lower().replace("-", "") for h in fonts.CJK_FILE_HINTS)]
+
+
+def test_cjk_font_is_found_and_draws_chinese(tmp_path):
+    """With a CJK font installed (CI: .ci/system_deps.sh installs fonts-noto-cjk) the pictures show the characters."""
+    if not _system_cjk_font_files():
+        pytest.skip("no CJK font installed: `apt-get install fonts-noto-cjk` (CI installs it through `make sysdeps`)")
+    fonts.find_cjk_font.cache_clear()
+    family = fonts.find_cjk_font()
+    assert family is not None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context():
+        assert fonts.use_cjk_font.__wrapped__("test") == family
+        fig, ax = plt.subplots()
+        ax.set_yticks([0, 1])
+        ax.set_yticklabels(["[CLS]", "我们今天很好"])
+        ax.set_title("今天天气很好")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.savefig(tmp_path / "cjk.png")
+        plt.close(fig)
+    missing = [str(w.message) for w in caught if "missing from" in str(w.message)]
+    assert missing == [], missing[:3]
+
+
+def test_no_cjk_font_falls_back_with_one_notice(monkeypatch, capsys):
+    monkeypatch.setattr(fonts, "find_cjk_font", lambda: None)
+    assert fonts.use_cjk_font.__wrapped__("plot_coupling") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plot_coupling: no CJK font found")
+    assert "fonts-noto-cjk" in err[0] and fonts.FONT_ENV in err[0]
+
+    from espnet_ot.bin.plot_coupling import display_tokens
+
+    assert display_tokens(["[CLS]", "我"], have_cjk_font=False) == ["[CLS]", "U+6211"]
+
+
+def test_font_override_must_be_a_cjk_font(monkeypatch, tmp_path):
+    fonts.find_cjk_font.cache_clear()
+    monkeypatch.setenv(fonts.FONT_ENV, str(tmp_path / "none.ttf"))
+    try:
+        with pytest.raises(ValueError, match=fonts.FONT_ENV):
+            fonts.find_cjk_font()
+    finally:
+        fonts.find_cjk_font.cache_clear()
+    import matplotlib
+
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    assert not fonts.covers_cjk(str(dejavu))
+    if IN_CI or _system_cjk_font_files():
+        assert any(fonts.covers_cjk(p) for p in _system_cjk_font_files())
