@@ -115,7 +115,9 @@ def fused_gromov_wasserstein(
     """
     check_tensor("cost", cost, 3)
     check_masks("x_mask", x_mask, "y_mask", y_mask, tuple(cost.shape))
-    alpha = as_number("alpha", alpha, low=0.0, high=1.0)
+    alpha = as_number("alpha", alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (0 = node costs only, 1 = edges only), got {alpha}")
     max_iter = as_number("max_iter", max_iter, low=1, integer=True)
     tol = as_number("tol", tol, low=0.0)
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)

@@ -43,7 +43,7 @@ def sinkhorn(
     :math:`K_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is rebuilt, so it stays well scaled for any
     :math:`\varepsilon`, while the iterations in between are batched mat-vecs. With ``eps_scaling`` the
     problem is first solved at :math:`\varepsilon_k = 2^k \varepsilon` (ratio ``1/eps_scaling``), from
-    :math:`\varepsilon_0 \approx` the utterance's cost range down to the target, ``stage_iter`` iterations per
+    :math:`\varepsilon_0 \approx` 1/8 of the utterance's cost range down to the target, ``stage_iter`` iterations per
     stage, each stage warm-started from the previous potentials (Schmitzer 2019, Sec. 3.2; Chizat, Peyré,
     Schmitzer & Vialard 2018, Sec. 4.1): at small :math:`\varepsilon` with a banded (temporal-prior) cost
     this replaces thousands of iterations by a few hundred. Should a block under- or overflow, that
@@ -80,7 +80,7 @@ def sinkhorn(
     eps_scaling : float
         Ratio between consecutive eps-scaling stages, in (0, 1); 0 or 1 disables eps-scaling.
     eps_init : float, optional
-        First eps of the ladder (default: per utterance, the range of its real costs).
+        First eps of the ladder (default: per utterance, 1/8 of the range of its real costs).
     stage_iter : int
         Iterations per eps-scaling stage.
     warn : bool
@@ -313,6 +313,8 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
             rng = (hi - C_real.amin((1, 2))).clamp_min(0.0)
         else:
             rng = torch.full((B,), eps_init, dtype=dtype, device=device)
+        # start a few stages below the cost range: above range/8 the coupling is close to the prior's anyway
+        rng = rng / 8.0 if eps_init is None else rng
         ratio = torch.log(rng / eps) / math.log(1.0 / eps_scaling)
         K_b = torch.where(active & (rng > eps), torch.ceil(ratio - 1e-9), torch.zeros_like(ratio)).clamp(0, 40).long()
         n_stages = int(K_b.max())
