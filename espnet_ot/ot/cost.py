@@ -2,58 +2,116 @@
 
 import torch
 
-from espnet_ot.ot._utils import check_masks, solver_dtype
+from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, ranks, solver_dtype
+
+NORM_EPS = 1e-6  # floor of a feature norm in the cosine: keeps the gradient of a zero vector bounded (~1/NORM_EPS)
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """x / max(||x||, NORM_EPS) along the last dimension."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
 
 
 def cosine_cost(
     x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor
 ) -> torch.Tensor:
-    r"""Pairwise cosine cost :math:`C_{ij} = 1 - \cos(h_i, z_j)` (TOT-CAKT Eq. 7).
+    r"""Pairwise cosine cost :math:`C_{ij} = 1 - \cos(h_i, z_j)`.
 
-    Args:
-        x: acoustic features :math:`H_A`, (B, La, D).
-        y: linguistic features :math:`Z_L`, (B, Lt, D).
-        x_mask, y_mask: (B, La) / (B, Lt) bool, True on real positions.
+    The norms are floored at ``NORM_EPS`` = 1e-6, so a zero feature vector has cost 1 to everything and a
+    bounded gradient. Computed in float32 (float64 for float64 inputs), also inside ``torch.autocast``.
 
-    Returns:
-        (B, La, Lt) cost in float32 (float64 for float64 inputs); 0 wherever either side is padding.
+    Parameters
+    ----------
+    x : torch.Tensor
+        Acoustic features :math:`H_A`, (B, La, D); finite on real positions.
+    y : torch.Tensor
+        Linguistic features :math:`Z_L`, (B, Lt, D); finite on real positions.
+    x_mask, y_mask : torch.Tensor
+        (B, La) / (B, Lt) bool, True on real positions.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, La, Lt) cost; 0 wherever either side is padding.
+
+    References
+    ----------
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal
+    knowledge transfer learning for ASR" (TOT-CAKT), 2024, Eq. (7).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, y = torch.randn(1, 4, 8), torch.randn(1, 2, 8)
+    >>> C = cosine_cost(x, y, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool))
+    >>> C.shape, bool(((C >= 0) & (C <= 2)).all())
+    (torch.Size([1, 4, 2]), True)
     """
-    if x.dim() != 3 or y.dim() != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+    check_tensor("x", x, 3)
+    check_tensor("y", y, 3)
+    if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(
             f"cosine_cost needs x (B, La, D) and y (B, Lt, D) with the same B and D, got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     check_masks("x_mask", x_mask, "y_mask", y_mask, (x.shape[0], x.shape[1], y.shape[1]))
+    check_finite("x", x.detach(), x_mask.unsqueeze(2))
+    check_finite("y", y.detach(), y_mask.unsqueeze(2))
     dtype = solver_dtype(x, y)
-    xn = torch.nn.functional.normalize(x.to(dtype), dim=-1, eps=1e-8)
-    yn = torch.nn.functional.normalize(y.to(dtype), dim=-1, eps=1e-8)
-    cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
-    pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
-    return cost * pair.to(dtype)
+    with fp32_region(x):
+        # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm
+        xn = _normalize(torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device)))
+        yn = _normalize(torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device)))
+        cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
+        pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
+        return cost * pair.to(dtype)
 
 
 def temporal_distance(
     x_mask: torch.Tensor, y_mask: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    r"""Cross-temporal distance of TOT-CAKT Eq. (13), from each utterance's true lengths.
+    r"""Cross-temporal distance of every (acoustic, linguistic) position pair, from the true lengths.
 
     .. math::
         d_{ij} = \frac{|i/l_a - j/l_t|}{\sqrt{1/l_a^2 + 1/l_t^2}}, \quad i = 1..l_a,\ j = 1..l_t
 
-    i.e. the distance of the grid point (i/l_a, j/l_t) to the diagonal of the unit square, measured
-    in units of one grid step. Masks must be prefix masks (real positions first, as ESPnet pads).
+    i.e. the distance of the grid point :math:`(i/l_a, j/l_t)` to the diagonal of the unit square, in units
+    of one grid step (TOT-CAKT Eq. 13). i and j are ranks among the real positions, so any mask pattern is
+    allowed (for ESPnet's prefix masks they are the positions themselves).
 
-    Returns:
-        (B, La, Lt) in ``dtype``; 0 wherever either side is padding.
+    Parameters
+    ----------
+    x_mask, y_mask : torch.Tensor
+        (B, La) / (B, Lt) bool masks, True on real positions.
+    dtype : torch.dtype
+        Output dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, La, Lt) distances; 0 wherever either side is padding.
+
+    References
+    ----------
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, TOT-CAKT (2024), Eq. (13).
+
+    Examples
+    --------
+    >>> d = temporal_distance(torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool))
+    >>> round(float(d[0, 1, 0]), 6)  # (i, j) = (2, 1): on the diagonal
+    0.0
     """
+    for name, m in (("x_mask", x_mask), ("y_mask", y_mask)):
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool tensor (True = real position)")
     if x_mask.dim() != 2 or y_mask.dim() != 2 or x_mask.shape[0] != y_mask.shape[0]:
         raise ValueError(
             f"temporal_distance needs masks (B, La) and (B, Lt), got {tuple(x_mask.shape)} and {tuple(y_mask.shape)}"
         )
     la = x_mask.sum(-1).to(dtype).clamp_min(1.0)[:, None, None]
     lt = y_mask.sum(-1).to(dtype).clamp_min(1.0)[:, None, None]
-    i = torch.arange(1, x_mask.shape[1] + 1, device=x_mask.device, dtype=dtype)[None, :, None]
-    j = torch.arange(1, y_mask.shape[1] + 1, device=y_mask.device, dtype=dtype)[None, None, :]
+    i = ranks(x_mask, dtype).unsqueeze(2)
+    j = ranks(y_mask, dtype).unsqueeze(1)
     d = (i / la - j / lt).abs() / torch.sqrt(1.0 / la**2 + 1.0 / lt**2)
     pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
     return d * pair.to(dtype)
@@ -64,11 +122,33 @@ def tot_cost(
 ) -> torch.Tensor:
     r"""Temporal-order-preserving cost :math:`\tilde C = C + \beta\, d^2` (TOT-CAKT Eq. 19).
 
-    ``beta = 0`` returns ``cost`` unchanged (plain OT, OT-BERT).
+    Parameters
+    ----------
+    cost : torch.Tensor
+        (B, La, Lt) node cost C.
+    x_mask, y_mask : torch.Tensor
+        (B, La) / (B, Lt) bool masks.
+    beta : float
+        Weight :math:`\beta \ge 0` of the temporal prior; 0 returns ``cost`` unchanged (plain OT, OT-BERT).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, La, Lt) cost :math:`\tilde C` (float32, float64 for a float64 cost).
+
+    References
+    ----------
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, TOT-CAKT (2024), Eq. (13) and (19).
+
+    Examples
+    --------
+    >>> m = torch.ones(1, 3, dtype=torch.bool)
+    >>> round(tot_cost(torch.zeros(1, 3, 3), m, m, beta=0.5)[0, 0, 2].item(), 5)  # 0.5 * d^2, d = sqrt(2)
+    1.0
     """
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0 (temporal prior weight), got {beta}")
+    beta = as_number("beta", beta, low=0.0)
     if beta == 0:
         return cost
-    d = temporal_distance(x_mask, y_mask, solver_dtype(cost))
-    return cost.to(d.dtype) + beta * d.pow(2)
+    with fp32_region(cost):
+        d = temporal_distance(x_mask, y_mask, solver_dtype(cost))
+        return cost.to(d.dtype) + beta * d.pow(2)

@@ -1,178 +1,675 @@
-"""Batched, masked entropic OT solver: Sinkhorn iterations in the log-stabilised (absorption) form."""
+"""Batched, masked entropic OT solvers: log-stabilised Sinkhorn with eps-scaling, balanced and (semi-)unbalanced."""
 
+import math
+import warnings
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from espnet_ot.ot._utils import check_masks, solver_dtype, uniform_weights
+from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, solver_dtype
+
+REG_TYPES = ("kl", "entropy")
+
 
 def sinkhorn(
     cost: torch.Tensor,
     x_mask: torch.Tensor,
     y_mask: torch.Tensor,
     eps: float,
-    max_iter: int = 1000,
+    max_iter: int = 5000,
     tol: float = 1e-6,
     check_every: int = 10,
     init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     return_log: bool = False,
+    eps_scaling: float = 0.5,
+    eps_init: Optional[float] = None,
+    stage_iter: int = 10,
+    warn: bool = True,
+    newton_steps: int = 30,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic optimal transport between uniform distributions on the real positions, batched.
 
-    Solves, for every utterance b of the batch independently (TOT-CAKT Eq. 8/15, DESIGN §2),
+    Solves, for every utterance of the batch independently,
 
     .. math::
         \gamma^\star = \mathop{\arg\min}_{\gamma \in \Pi(a, b)} \langle \gamma, C \rangle - \varepsilon H(\gamma),
         \qquad a_i = 1/l_a,\ b_j = 1/l_t \text{ on real positions, 0 on padding},
 
-    whose solution is :math:`\gamma_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` for the dual potentials
-    (f, g). The potentials are updated with Sinkhorn's alternating projections in the log-stabilised
-    *absorption* form (Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport
-    problems", SIAM J. Sci. Comput. 2019, Alg. 2; Peyré & Cuturi, "Computational Optimal Transport",
-    2019, §4.4): every ``check_every`` iterations the scalings are absorbed into (f, g) and the kernel
-    :math:`K_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is rebuilt, so the kernel stays well scaled
-    for any eps, while the iterations in between are cheap batched mat-vecs. Should a block under- or
-    overflow (very small eps, first block), that utterance's block is redone with exact log-domain
-    updates (logsumexp), so the result is the log-domain Sinkhorn answer in every case.
+    (Cuturi 2013, Eq. 2; TOT-CAKT Eq. 8 and 15) whose solution is
+    :math:`\gamma_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` for the dual potentials (f, g).
 
-    Stopping rule: per utterance, the L1 error of the column marginal (the row marginal is exact after
-    each update) below ``tol``; an utterance that has converged is frozen, so its coupling does not depend
-    on its batch neighbours. Convergence is checked once per block (one host synchronisation per
-    ``check_every`` iterations). Computation is in float32 (float64 for float64 costs), also under AMP.
+    Algorithm. Sinkhorn's alternating projections in the log-stabilised *absorption* form (Schmitzer 2019,
+    Alg. 2): the scalings are periodically absorbed into (f, g) and the kernel
+    :math:`K_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is rebuilt, so it stays well scaled for any
+    :math:`\varepsilon`, while the iterations in between are batched mat-vecs. With ``eps_scaling`` the
+    problem is first solved at :math:`\varepsilon_k = 2^k \varepsilon` (ratio ``1/eps_scaling``), from
+    :math:`\varepsilon_0 \approx` 1/8 of the utterance's cost range down to the target, ``stage_iter`` iterations per
+    stage, each stage warm-started from the previous potentials (Schmitzer 2019, Sec. 3.2; Chizat, Peyré,
+    Schmitzer & Vialard 2018, Sec. 4.1): at small :math:`\varepsilon` with a banded (temporal-prior) cost
+    this replaces thousands of iterations by a few hundred. Should a block under- or overflow, that
+    utterance's block is redone with exact log-domain (logsumexp) updates.
 
-    Args:
-        cost: (B, La, Lt) ground cost.
-        x_mask, y_mask: (B, La) / (B, Lt) bool, True on real positions (rows with no real position
-            produce an all-zero coupling).
-        eps: entropic regularisation :math:`\varepsilon > 0`.
-        max_iter: maximum number of Sinkhorn iterations (one iteration = one update of f and of g).
-        tol: per-utterance tolerance on the L1 marginal error.
-        check_every: iterations between absorptions / convergence checks.
-        init: optional warm-start potentials (f, g), shapes (B, La), (B, Lt).
-        return_log: also return a dict with ``f``, ``g`` (potentials), ``err`` (B,) and ``n_iter`` (B,).
+    Stopping rule: per utterance, the L1 error of the column marginal (rows are exact after each update)
+    below ``tol``, checked every ``check_every`` iterations at the target :math:`\varepsilon` (one host
+    synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
+    batch neighbours. ``max_iter`` is a safety cap on the iterations at the target :math:`\varepsilon`;
+    reaching it with some error above ``tol`` warns once (``warnings.warn``) with the worst error.
+    Computation is in float32 (float64 for float64 costs), also inside ``torch.autocast`` regions.
 
-    Returns:
-        coupling (B, La, Lt), zero on padding; with ``return_log``, ``(coupling, log)``.
+    Parameters
+    ----------
+    cost : torch.Tensor
+        (B, La, Lt) ground cost :math:`C`; must be finite on real pairs.
+    x_mask, y_mask : torch.Tensor
+        (B, La) / (B, Lt) bool, True on real positions (any pattern). An utterance with no real position
+        on either side gets an all-zero coupling.
+    eps : float
+        Entropic regularisation :math:`\varepsilon > 0`.
+    max_iter : int
+        Safety cap on the iterations at the target eps (one iteration = one update of f and of g).
+    tol : float
+        Per-utterance tolerance on the L1 marginal error.
+    check_every : int
+        Iterations between convergence checks / absorptions.
+    init : tuple of torch.Tensor, optional
+        Warm-start potentials (f, g), shapes (B, La), (B, Lt); then eps-scaling is off unless ``eps_init``
+        is given.
+    return_log : bool
+        Also return a dict with ``f``, ``g`` (potentials), ``err`` (B,) (final L1 marginal error) and
+        ``n_iter`` (B,) (iterations used, eps-scaling stages included).
+    eps_scaling : float
+        Ratio between consecutive eps-scaling stages, in (0, 1); 0 or 1 disables eps-scaling.
+    eps_init : float, optional
+        First eps of the ladder (default: per utterance, 1/8 of the range of its real costs).
+    stage_iter : int
+        Iterations per eps-scaling stage.
+    warn : bool
+        Warn when ``max_iter`` is reached before ``tol``.
+
+    Returns
+    -------
+    coupling : torch.Tensor
+        (B, La, Lt) coupling :math:`\gamma`, zero on padding; with ``return_log``, ``(coupling, log)``.
+
+    References
+    ----------
+    M. Cuturi, "Sinkhorn distances: lightspeed computation of optimal transport", NeurIPS 2013.
+    B. Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems",
+    SIAM J. Sci. Comput. 41(3), A1443-A1481, 2019.
+    L. Chizat, G. Peyré, B. Schmitzer, F.-X. Vialard, "Scaling algorithms for unbalanced optimal transport
+    problems", Math. Comp. 87(314), 2563-2609, 2018.
+    G. Peyré, M. Cuturi, "Computational Optimal Transport", Found. Trends Mach. Learn. 11(5-6), 2019, Sec. 4.4.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from espnet_ot.ot import sinkhorn
+    >>> C = torch.rand(2, 5, 3)
+    >>> mx, my = torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)
+    >>> gamma = sinkhorn(C, mx, my, eps=0.05)
+    >>> torch.allclose(gamma.sum(1), torch.full((2, 3), 1 / 3), atol=1e-5)
+    True
     """
-    if cost.dim() != 3:
-        raise ValueError(f"cost must be (B, La, Lt), got shape {tuple(cost.shape)}")
-    check_masks("x_mask", x_mask, "y_mask", y_mask, tuple(cost.shape))
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (entropic regularisation), got {eps}")
-    if max_iter < 1 or check_every < 1:
-        raise ValueError(f"max_iter and check_every must be >= 1, got {max_iter} and {check_every}")
+    return _solve(
+        "sinkhorn", cost, x_mask, y_mask, eps, (math.inf, math.inf), "kl", max_iter, tol, check_every,
+        init, return_log, eps_scaling, eps_init, stage_iter, warn, newton_steps,
+    )
 
-    dtype = solver_dtype(cost)
-    mx, my = x_mask, y_mask
-    a = uniform_weights(mx, dtype)
-    b = uniform_weights(my, dtype)
-    # Internally the potentials are kept in units of eps (alpha = f / eps, beta = g / eps) and are -inf
-    # on padding, so exp(alpha_i + beta_j - C_ij / eps) is exactly 0 there without any masking pass.
-    C = cost.to(dtype)
-    neg_inf_x = torch.full_like(a, float("-inf"))
-    neg_inf_y = torch.full_like(b, float("-inf"))
-    if init is None:
-        # Any potentials are a valid start; the row minima keep the first kernel from underflowing.
-        row_min = C.masked_fill(~my.unsqueeze(1), float("inf")).min(dim=2).values
-        alpha = torch.where(mx, row_min / eps, neg_inf_x)
-        beta = torch.where(my, torch.zeros_like(b), neg_inf_y)
+
+def sinkhorn_unbalanced(
+    cost: torch.Tensor,
+    x_mask: torch.Tensor,
+    y_mask: torch.Tensor,
+    eps: float,
+    reg_m=(1.0, math.inf),
+    reg_type: str = "kl",
+    max_iter: int = 5000,
+    tol: float = 1e-6,
+    check_every: int = 10,
+    init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    return_log: bool = False,
+    eps_scaling: float = 0.5,
+    eps_init: Optional[float] = None,
+    stage_iter: int = 10,
+    warn: bool = True,
+    newton_steps: int = 30,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+    r"""Entropic unbalanced (or semi-relaxed) optimal transport, batched: marginals penalised by KL.
+
+    Solves, for every utterance independently, with uniform a, b on the real positions,
+
+    .. math::
+        \gamma^\star = \mathop{\arg\min}_{\gamma \ge 0} \langle \gamma, C \rangle
+        + \varepsilon\, \Omega(\gamma) + \tau_x \mathrm{KL}(\gamma 1 \,|\, a) + \tau_y \mathrm{KL}(\gamma^T 1 \,|\, b),
+
+    with :math:`\Omega(\gamma) = \mathrm{KL}(\gamma \,|\, a b^T)` for ``reg_type="kl"`` (default; POT's
+    ``reg_type="kl"``) or :math:`\Omega(\gamma) = \sum \gamma_{ij} \log \gamma_{ij} - \gamma_{ij}` for
+    ``reg_type="entropy"`` (POT's ``reg_type="entropy"``); the two differ once a marginal is relaxed.
+    :math:`\tau = \infty` makes that marginal a hard constraint: ``reg_m=(tau, inf)`` is the semi-relaxed
+    problem where every token gets its mass and frames may stay (partly) unmatched, ``(inf, inf)`` is
+    :func:`sinkhorn`. The Sinkhorn updates become
+    :math:`u \leftarrow (a / K v)^{\tau_x/(\tau_x+\varepsilon)}` (Chizat, Peyré, Schmitzer & Vialard 2018,
+    Prop. 3.1 and Alg. 2; Séjourné, Feydy, Vialard, Trouvé & Peyré 2019), run in the same absorbed log
+    domain, with the same eps-scaling, as :func:`sinkhorn`.
+
+    Stopping rule: per utterance, :math:`\sum_j |(\gamma^T 1)_j - (\gamma'^T 1)_j| <` ``tol`` where
+    :math:`\gamma'` is the coupling after the next column update (for a hard column marginal this is the
+    L1 marginal error :math:`\|\gamma^T 1 - b\|_1`).
+
+    Parameters
+    ----------
+    cost, x_mask, y_mask, eps
+        As in :func:`sinkhorn`.
+    reg_m : float or (float, float)
+        Marginal penalties :math:`(\tau_x, \tau_y) > 0`; a single number is used for both; ``inf`` is a hard
+        marginal.
+    reg_type : {"kl", "entropy"}
+        Entropic term :math:`\Omega` (see above).
+    max_iter, tol, check_every, init, return_log, eps_scaling, eps_init, stage_iter, warn
+        As in :func:`sinkhorn`.
+
+    Returns
+    -------
+    coupling : torch.Tensor
+        (B, La, Lt), zero on padding; with ``return_log``, ``(coupling, log)`` as in :func:`sinkhorn`.
+
+    References
+    ----------
+    L. Chizat, G. Peyré, B. Schmitzer, F.-X. Vialard, "Scaling algorithms for unbalanced optimal transport
+    problems", Math. Comp. 87(314), 2563-2609, 2018.
+    T. Séjourné, J. Feydy, F.-X. Vialard, A. Trouvé, G. Peyré, "Sinkhorn divergences for unbalanced optimal
+    transport", arXiv:1910.12958, 2019.
+    R. Flamary et al., "POT: Python Optimal Transport", JMLR 22(78), 2021 (``ot.unbalanced.sinkhorn_unbalanced``).
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from espnet_ot.ot import sinkhorn_unbalanced
+    >>> C = torch.rand(1, 6, 2)
+    >>> mx, my = torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    >>> gamma = sinkhorn_unbalanced(C, mx, my, eps=0.1, reg_m=(0.5, math.inf))
+    >>> torch.allclose(gamma.sum(1), torch.full((1, 2), 0.5), atol=1e-5)  # tokens hard
+    True
+    """
+    if isinstance(reg_m, (tuple, list)):
+        if len(reg_m) != 2:
+            raise ValueError(f"reg_m must be a number or a pair (tau_x, tau_y), got {reg_m!r}")
+        taus = tuple(reg_m)
     else:
-        alpha = torch.where(mx, init[0].to(dtype) / eps, neg_inf_x)
-        beta = torch.where(my, init[1].to(dtype) / eps, neg_inf_y)
+        taus = (reg_m, reg_m)
+    taus = tuple(as_number(f"reg_m[{k}]", t, low=0.0, low_open=True, allow_inf=True) for k, t in enumerate(taus))
+    if reg_type not in REG_TYPES:
+        raise ValueError(f"reg_type must be one of {REG_TYPES}, got {reg_type!r}")
+    return _solve(
+        "sinkhorn_unbalanced", cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every,
+        init, return_log, eps_scaling, eps_init, stage_iter, warn, newton_steps,
+    )
 
-    active = mx.any(-1) & my.any(-1)
-    err = torch.zeros(C.shape[0], dtype=dtype, device=C.device)
-    n_iter = torch.zeros(C.shape[0], dtype=torch.long, device=C.device)
-    done = 0
-    while done < max_iter and bool(active.any()):
-        everyone = bool(active.all())
-        idx = None if everyone else active.nonzero(as_tuple=True)[0]
-        sel = (lambda t: t) if everyone else (lambda t: t[idx])
-        alpha_b, beta_b, err_b, n = _scaling_block(
-            sel(C), eps, sel(a), sel(b), sel(alpha), sel(beta), max_iter - done, check_every, tol
-        )
-        failed = ~torch.isfinite(err_b)
-        if bool(failed.any()):
-            # redo this block's iterations exactly in log domain for the utterances that under/overflowed
-            fi = failed.nonzero(as_tuple=True)[0]
-            g_idx = fi if everyone else idx[fi]
-            a_log, b_log, e_log = _log_block(
-                C[g_idx] / eps, mx[g_idx], my[g_idx], a[g_idx], b[g_idx], alpha[g_idx], beta[g_idx], n
+
+def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init, return_log,
+           eps_scaling, eps_init, stage_iter, warn, newton_steps):
+    """Argument checks, then :func:`_sinkhorn_core` in float32/float64 with autocast off."""
+    check_tensor("cost", cost, 3)
+    check_masks("x_mask", x_mask, "y_mask", y_mask, tuple(cost.shape))
+    eps = as_number("eps", eps, low=0.0, low_open=True)
+    max_iter = as_number("max_iter", max_iter, low=1, integer=True)
+    check_every = as_number("check_every", check_every, low=1, integer=True)
+    stage_iter = as_number("stage_iter", stage_iter, low=1, integer=True)
+    newton_steps = as_number("newton_steps", newton_steps, low=0, integer=True)
+    tol = as_number("tol", tol, low=0.0)
+    eps_scaling = as_number("eps_scaling", eps_scaling, low=0.0, high=1.0)
+    if eps_init is not None:
+        eps_init = as_number("eps_init", eps_init, low=0.0, low_open=True)
+    pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
+    check_finite("cost", cost, pair)
+    dtype = solver_dtype(cost)
+    if init is not None:
+        if not (isinstance(init, (tuple, list)) and len(init) == 2):
+            raise TypeError("init must be a pair of potentials (f, g)")
+        check_tensor("init[0]", init[0], 2)
+        check_tensor("init[1]", init[1], 2)
+        if tuple(init[0].shape) != tuple(x_mask.shape) or tuple(init[1].shape) != tuple(y_mask.shape):
+            raise ValueError(
+                f"init potentials must have shapes {tuple(x_mask.shape)} and {tuple(y_mask.shape)}, got "
+                f"{tuple(init[0].shape)} and {tuple(init[1].shape)}"
             )
-            alpha_b = alpha_b.index_put((fi,), a_log)
-            beta_b = beta_b.index_put((fi,), b_log)
-            err_b = err_b.index_put((fi,), e_log)
-        if everyone:
-            alpha, beta, err, n_iter = alpha_b, beta_b, err_b, n_iter + n
-            active = ~(err_b < tol) & active
-        else:
-            alpha = alpha.index_put((idx,), alpha_b)
-            beta = beta.index_put((idx,), beta_b)
-            err = err.index_put((idx,), err_b)
-            n_iter = n_iter.index_put((idx,), n_iter[idx] + n)
-            active = active.index_put((idx,), ~(err_b < tol))
-        done += n
-
-    coupling = _kernel(C, eps, alpha, beta)
+    with fp32_region(cost):
+        coupling, log = _sinkhorn_core(
+            cost.to(dtype), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
+            eps_scaling, eps_init, stage_iter, newton_steps,
+        )
+    if warn and log["capped"]:
+        worst = float(log["err"].max())
+        warnings.warn(
+            f"{name}: max_iter={max_iter} reached before tol={tol:g} (worst L1 marginal error {worst:.3g}); "
+            "raise max_iter or eps",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if return_log:
-        return coupling, {"f": eps * alpha, "g": eps * beta, "err": err, "n_iter": n_iter}
+        return coupling, {k: log[k] for k in ("f", "g", "err", "n_iter")}
     return coupling
 
 
-def _kernel(C: torch.Tensor, eps: float, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """exp(alpha_i + beta_j - C_ij / eps), in three passes over the (B, La, Lt) tensor."""
-    Z = torch.sub(alpha.unsqueeze(2), C, alpha=1.0 / eps)
-    Z.add_(beta.unsqueeze(1))
-    return Z.exp_()
+class _Side:
+    """Per-side constants of the scaling updates: weights, relaxation exponent and log-offsets."""
+
+    def __init__(self, mask: torch.Tensor, tau: float, reg_type: str, dtype: torch.dtype):
+        m = mask.to(dtype)
+        self.mask = mask
+        self.w = m / m.sum(-1, keepdim=True).clamp_min(1.0)
+        self.log_w = torch.where(mask, torch.log(self.w.clamp_min(1e-300 if dtype == torch.float64 else 1e-38)),
+                                 torch.full_like(m, -math.inf))
+        self.tau = tau
+        self.hard = math.isinf(tau)
+        self.reg_type = reg_type
+        self.pad = (1.0 - m).unsqueeze(1)  # (B, 1, L): 1 on padding, so divisions/logs there are harmless
+
+    def exponent(self, eps: torch.Tensor) -> torch.Tensor:
+        """tau / (tau + eps) per utterance, (B, 1)."""
+        if self.hard:
+            return torch.ones_like(eps)
+        return self.tau / (self.tau + eps)
+
+    def log_target(self, phi0: torch.Tensor, expo: torch.Tensor) -> torch.Tensor:
+        """Log-offset c of the absorbed update log u = c - expo * log(K v), (B, L); -inf on padding."""
+        c = self.log_w if self.reg_type == "kl" else expo * self.log_w
+        return torch.where(self.mask, c + (expo - 1.0) * torch.where(self.mask, phi0, torch.zeros_like(phi0)),
+                           self.log_w)
 
 
-def _scaling_block(C, eps, a, b, alpha, beta, max_n, check_every, tol, absorb_every=100):
-    """Sinkhorn iterations on the kernel with (alpha, beta) absorbed, between two absorptions.
+def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, init, eps_scaling, eps_init,
+                   stage_iter, newton_steps):
+    """The solver proper on a float32/float64 cost; returns (coupling, log) with log['capped'] a bool."""
+    B, La, Lt = C.shape
+    dtype, device = C.dtype, C.device
+    X, Y = _Side(mx, taus[0], reg_type, dtype), _Side(my, taus[1], reg_type, dtype)
+    active = mx.any(-1) & my.any(-1)
+    err = torch.zeros(B, dtype=dtype, device=device)
+    n_iter = torch.zeros(B, dtype=torch.long, device=device)
+    phi = torch.full((B, La), -math.inf, dtype=dtype, device=device)
+    psi = torch.full((B, Lt), -math.inf, dtype=dtype, device=device)
+    if C.numel() == 0 or not bool(active.any()):
+        log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
+        return torch.zeros_like(C), log
+    pair = mx.unsqueeze(2) & my.unsqueeze(1)
+    C = torch.where(pair, C, torch.zeros((), dtype=dtype, device=device))  # padding may hold anything
+    act_x, act_y = mx & active.unsqueeze(1), my & active.unsqueeze(1)
+    # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
+    # exp(phi_i + psi_j - C_ij / eps) is exactly 0 there without a masking pass.
+    C_real = C.masked_fill(~pair, math.inf)
+    row_min = C_real.min(dim=2).values
+    if init is None:
+        f0 = torch.where(act_x, row_min, torch.zeros_like(row_min))
+        g0 = torch.zeros((B, Lt), dtype=dtype, device=device)
+    else:
+        f0, g0 = init[0].to(dtype), init[1].to(dtype)
 
-    Runs at most ``min(max_n, absorb_every)`` iterations and checks the column-marginal error every
-    ``check_every``; the block ends early at the first check where some utterance has converged, so that
-    the caller can freeze it (this keeps every utterance's result independent of its neighbours). If the
-    scalings under- or overflow, the block returns the state of its previous check (the caller absorbs and
-    rebuilds the kernel); if that happens before the first check, the error is NaN for the utterances
-    concerned, which the caller redoes in log domain. Returns the absorbed potentials, the L1 column
-    error and the number of iterations run. Vectors are kept as (B, 1, L) rows so every product is a
-    batched row-vector times matrix, the fastest layout on CPU.
+    # eps ladder: utterance b starts at eps * r^-K_b, K_b = ceil(log_{1/r}(range_b / eps)).
+    scaling = 0.0 < eps_scaling < 1.0 and (init is None or eps_init is not None)
+    if scaling:
+        if eps_init is None:
+            hi = C.masked_fill(~pair, -math.inf).amax((1, 2))
+            rng = (hi - C_real.amin((1, 2))).clamp_min(0.0)
+        else:
+            rng = torch.full((B,), eps_init, dtype=dtype, device=device)
+        # start a few stages below the cost range: above range/8 the coupling is close to the prior's anyway
+        rng = rng / 8.0 if eps_init is None else rng
+        ratio = torch.log(rng / eps) / math.log(1.0 / eps_scaling)
+        K_b = torch.where(active & (rng > eps), torch.ceil(ratio - 1e-9), torch.zeros_like(ratio)).clamp(0, 40).long()
+        n_stages = int(K_b.max())
+    else:
+        K_b = torch.zeros(B, dtype=torch.long, device=device)
+        n_stages = 0
+    scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling if scaling else 1.0), k.to(dtype))
+    eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
+    phi = torch.where(act_x, f0 / eps_b[:, None], phi)
+    psi = torch.where(act_y, g0 / eps_b[:, None], psi)
+
+    use_newton = newton_steps > 0 and Y.hard and 0 < Lt <= NEWTON_MAX_LT
+    # --- eps-scaling stages: a fixed number of iterations each (no host synchronisation, no batch coupling)
+    for k in range(n_stages, 0, -1):
+        part = active & (K_b >= k)  # utterances whose ladder has reached stage k
+        eps_k = torch.where(part, eps * scale_of(torch.full_like(K_b, k)), eps_b)
+        phi = phi * (eps_b / eps_k)[:, None]
+        psi = psi * (eps_b / eps_k)[:, None]
+        eps_b = eps_k
+        eps_k_s = eps * (1.0 / eps_scaling) ** k
+        if use_newton and eps_k_s <= NEWTON_STAGES["below"]:
+            phi_n, psi_n, err_n, st, _ = _newton(C, eps_k_s, X, Y, phi, psi, part, NEWTON_STAGES["tol"],
+                                                 NEWTON_STAGES["steps"])
+            n_iter = n_iter + st
+        else:
+            phi_n, psi_n, err_n = _scaling_iters(C, eps_b, X, Y, phi, psi, stage_iter)
+            n_iter = n_iter + stage_iter * part.long()
+        ok = part & torch.isfinite(err_n)
+        phi = torch.where(ok[:, None], phi_n, phi)
+        psi = torch.where(ok[:, None], psi_n, psi)
+    # last step of the ladder: to the target eps
+    phi = torch.where(act_x, phi * (eps_b / eps)[:, None], phi)
+    psi = torch.where(act_y, psi * (eps_b / eps)[:, None], psi)
+    eps_t = torch.full_like(err, eps)
+
+    # --- target eps: a short Sinkhorn block (enough for easy and warm-started problems), then Newton's
+    # method on the token potentials (hard token marginal, few tokens) for the others
+    done = torch.zeros(B, dtype=torch.long, device=device)
+    todo = active.clone()
+    capped = False
+    if use_newton:
+        # fixed length, one check at its end: every utterance runs the same iterations whatever its batch
+        n0 = min(max_iter, 2 * check_every)
+        phi_b, psi_b, err_b, n = _final_block(C, eps_t, X, Y, phi, psi, n0, n0, tol, stop_on_any=False)
+        fine = torch.isfinite(err_b)
+        phi = torch.where(fine[:, None], phi_b, phi)
+        psi = torch.where(fine[:, None], psi_b, psi)
+        err = torch.where(active & fine, err_b, err)
+        n_iter = n_iter + n * active.long()
+        done = done + n
+        todo = todo & ~(fine & (err_b < tol))
+    if use_newton and bool(todo.any()):
+        phi, psi, err_n, steps, conv = _newton(C, eps, X, Y, phi, psi, todo, tol, min(newton_steps, max_iter))
+        err = torch.where(todo, err_n, err)
+        n_iter = n_iter + steps
+        done = done + steps
+        todo = todo & ~conv
+
+    # --- then (or else) Sinkhorn blocks of check_every iterations, converged utterances frozen
+    while bool(todo.any()):
+        everyone = bool(todo.all())
+        idx = None if everyone else todo.nonzero(as_tuple=True)[0]
+        sub = (lambda t: t) if everyone else (lambda t: t[idx])
+        Xs, Ys = (X, Y) if everyone else (X.subset(idx), Y.subset(idx))
+        budget = max_iter - int(done.max() if everyone else done[idx].max())
+        phi_b, psi_b, err_b, n = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
+                                              check_every, tol)
+        failed = ~torch.isfinite(err_b)
+        if bool(failed.any()):  # redo exactly in log domain for the utterances that under/overflowed
+            fi = failed.nonzero(as_tuple=True)[0]
+            gi = fi if everyone else idx[fi]
+            p_l, s_l, e_l = _log_iters(C[gi] / eps, eps, X.subset(gi), Y.subset(gi), phi[gi], psi[gi], n)
+            phi_b, psi_b, err_b = phi_b.index_put((fi,), p_l), psi_b.index_put((fi,), s_l), err_b.index_put((fi,), e_l)
+        still = ~(err_b < tol)
+        if everyone:
+            phi, psi, err, done = phi_b, psi_b, err_b, done + n
+            n_iter = n_iter + n
+            todo = todo & still & (done < max_iter)
+            capped = capped or bool((still & (done >= max_iter)).any())
+        else:
+            phi, psi, err = phi.index_put((idx,), phi_b), psi.index_put((idx,), psi_b), err.index_put((idx,), err_b)
+            done = done.index_put((idx,), done[idx] + n)
+            n_iter = n_iter.index_put((idx,), n_iter[idx] + n)
+            hit = still & (done[idx] >= max_iter)
+            capped = capped or bool(hit.any())
+            todo = todo.index_put((idx,), still & ~hit)
+
+    if Y.hard:
+        # final exact x update from the token potentials: rows exact, and the error reported is the column
+        # error of the very coupling returned (not of a differently rounded copy)
+        kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
+        cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
+        _, err_f, _, phi_f, _, (E, fac, _, _) = _x_exact(C * (-1.0 / eps), psi, None, X, Y, kx, cx, eps)
+        coupling = (E * fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
+        err = torch.where(active, err_f, err)
+        phi = torch.where(act_x, phi_f, phi)
+    else:
+        coupling = _kernel(C, eps_t, phi, psi).masked_fill_(~(pair & active[:, None, None]), 0.0)
+    log = {"f": eps * torch.where(act_x, phi, torch.zeros_like(phi)),
+           "g": eps * torch.where(act_y, psi, torch.zeros_like(psi)),
+           "err": err, "n_iter": n_iter, "capped": capped}
+    return coupling, log
+
+
+NEWTON_STAGES = {"below": 1.0, "tol": 1e-2, "steps": 2}
+NEWTON_MAX_LT = 512  # Newton's linear systems are (Lt x Lt): beyond this, Sinkhorn iterations only
+
+
+def _newton(C, eps, X, Y, phi, psi, todo, tol, max_steps):
+    r"""Damped Newton's method on the semi-dual in the token potentials, x potentials eliminated.
+
+    With the exact x update :math:`\phi_i(\psi) = c_i - \kappa \log\sum_j \exp(\psi_j - C_{ij}/\varepsilon)`
+    (:math:`\kappa = \tau_x/(\tau_x+\varepsilon)`, 1 for a hard marginal) the dual becomes a concave function
+    of :math:`\psi` alone, :math:`F(\psi) = \langle b, \psi\rangle - \sum_i a_i \mathrm{LSE}_i` (hard x) or
+    :math:`\langle b, \psi\rangle - \frac{\tau_x+\varepsilon}{\varepsilon}\sum_i r_i` (relaxed x, r the row
+    sums), whose gradient is :math:`b - q` (q the column marginal) and whose negative Hessian is
+    :math:`J = \mathrm{diag}(q) - \kappa\, \Gamma^T \mathrm{diag}(1/r)\, \Gamma`, an (Lt x Lt) system per
+    utterance. For a hard x marginal J is singular along the constant vector (the gauge of the potentials);
+    the rank-one term :math:`1 1^T / l_t` fixes it. Steps are damped by Armijo backtracking on F
+    (Boyd & Vandenberghe 2004, Alg. 9.5; Brauer, Clason, Lorenz & Wirth 2017 solve the two-potential
+    system). Evaluations are shifted by the previous log-sum-exp, so nothing over- or underflows at any eps.
+    Returns the potentials, the L1 column error, the steps taken and the convergence flag, per utterance.
     """
-    K = _kernel(C, eps, alpha, beta)
-    Kt = K.transpose(1, 2).contiguous()
-    a, b = a.unsqueeze(1), b.unsqueeze(1)
-    padx, pady = (a == 0).to(a.dtype), (b == 0).to(b.dtype)
-    limit = min(max_n, absorb_every)
-    u = 1.0 - padx
+    B, La, Lt = C.shape
+    dtype, dev = C.dtype, C.device
+    Cs = C * (-1.0 / eps)
+    kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
+    cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
+    zero_x = torch.zeros((), dtype=dtype, device=dev)
+
+    def evaluate(idx, ps, shift):
+        return _x_exact(Cs[idx], ps, shift, X.subset(idx), Y.subset(idx), kx, cx[idx], eps)
+
+    def direction(idx, e, parts):
+        E, fac, s_, q = parts
+        w = torch.where(X.mask[idx], fac / s_, zero_x)
+        J = (-kx * torch.bmm(E.transpose(1, 2), E * w.unsqueeze(2))).double()
+        J.diagonal(dim1=1, dim2=2).add_(q.double())
+        my = Y.mask[idx].double()
+        pair = my.unsqueeze(2) * my.unsqueeze(1)
+        if X.hard:
+            J = J + pair / my.sum(-1).clamp_min(1.0)[:, None, None]
+        J = J * pair + torch.diag_embed(1.0 - my)
+        L, info = torch.linalg.cholesky_ex(J)
+        d = torch.cholesky_solve(-e.double().unsqueeze(2), L).squeeze(2)
+        d = torch.where((info == 0)[:, None], d, -e.double() / q.double().clamp_min(1e-30))  # fallback: scaled gradient
+        d = d.to(dtype)
+        big = d.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+        d = d * torch.clamp(20.0 / big, max=1.0)
+        return d, (-e * d).sum(-1)
+
+    # first evaluation at the incoming token potentials
+    idx = todo.nonzero(as_tuple=True)[0]
+    F, err_i, e, phi_i, lse, parts = evaluate(idx, psi[idx], None)
+    shift0 = torch.zeros_like(phi)
+    err = torch.full((B,), math.inf, dtype=dtype, device=dev).index_put((idx,), err_i)
+    Fa = torch.full((B,), -math.inf, dtype=dtype, device=dev).index_put((idx,), F)
+    phi = phi.index_put((idx,), phi_i)
+    shift = shift0.index_put((idx,), lse)
+    conv = torch.zeros(B, dtype=torch.bool, device=dev).index_put((idx,), err_i < tol)
+    live = todo & ~conv
+    steps = torch.zeros(B, dtype=torch.long, device=dev)
+    delta = torch.zeros_like(psi)
+    slope = torch.zeros(B, dtype=dtype, device=dev)
+    t = torch.zeros(B, dtype=dtype, device=dev)
+    need_dir = live.clone()
+    for _ in range(3 * max_steps):
+        if not bool(live.any()):
+            break
+        # new directions at the accepted points that need one
+        nd = need_dir & live
+        if bool(nd.any()):
+            di = nd.nonzero(as_tuple=True)[0]
+            sel = torch.isin(idx, di)
+            d, sl = direction(di, e[sel], tuple(p[sel] for p in parts))
+            delta, slope = delta.index_put((di,), d), slope.index_put((di,), sl)
+            t = t.index_put((di,), torch.ones_like(sl))
+            steps = steps.index_put((di,), steps[di] + 1)
+        idx = live.nonzero(as_tuple=True)[0]
+        trial = torch.where(Y.mask[idx], psi[idx] + t[idx, None] * delta[idx], psi[idx])
+        F, err_i, e, phi_i, lse, parts = evaluate(idx, trial, shift[idx])
+        # accept unless the step overshot the maximum of F along delta by much: F is concave, so
+        # phi'(t) = (b - q(t)) . delta >= -slope / 2 keeps F(t) >= F(0) up to O(t^3) terms; unlike F itself,
+        # the derivative is accurate in float32
+        ok = torch.isfinite(F) & ((-e * delta[idx]).sum(-1) >= -0.5 * slope[idx])
+        psi = psi.index_put((idx,), torch.where(ok[:, None], trial, psi[idx]))
+        phi = phi.index_put((idx,), torch.where(ok[:, None], phi_i, phi[idx]))
+        shift = shift.index_put((idx,), torch.where(ok[:, None], lse, shift[idx]))
+        Fa = Fa.index_put((idx,), torch.where(ok, F, Fa[idx]))
+        err = err.index_put((idx,), torch.where(ok, err_i, err[idx]))
+        c_i = ok & (err_i < tol)
+        conv = conv.index_put((idx,), c_i)
+        t_i = torch.where(ok, t[idx], 0.5 * t[idx])
+        t = t.index_put((idx,), t_i)
+        need_dir = need_dir.index_put((idx,), ok)
+        live = live.index_put((idx,), ~c_i & (t_i > 1e-4) & (steps[idx] < max_steps + (~ok).long()))
+    return phi, psi, torch.where(todo, err, torch.zeros_like(err)), steps, conv
+
+
+def _x_exact(Cs, ps, shift, X, Y, kx, cx, eps):
+    """Coupling after an exact x update at token potentials ``ps``: F, L1 column error, q - b, phi, LSE and
+    (E, fac, s, q) with gamma_ij = fac_i E_ij; ``shift`` (per row) None = the row maximum."""
+    zero_x = torch.zeros((), dtype=Cs.dtype, device=Cs.device)
+    mxs, mys = X.mask, Y.mask
+    E = Cs + ps.unsqueeze(1)
+    if shift is None:  # shift by the row maximum (exact, one more pass)
+        shift = torch.where(mxs, E.amax(2), zero_x)
+        shift = torch.where(torch.isfinite(shift), shift, zero_x)
+    E = _exp_(E.sub_(shift.unsqueeze(2)))
+    s_ = E.sum(2)
+    lse = torch.where(mxs, shift + torch.log(s_), zero_x)
+    phi_i = torch.where(mxs, cx - kx * lse, X.log_w)
+    fac = torch.where(mxs, torch.exp((phi_i + shift).clamp_min(-700.0)), zero_x)  # gamma_ij = fac_i E_ij
+    q = torch.bmm(fac.unsqueeze(1), E).squeeze(1)
+    e = (q - Y.w).masked_fill(~mys, 0.0)
+    lin = (Y.w * torch.where(mys, ps, zero_x)).sum(-1)
+    if X.hard:
+        F = lin - (X.w * lse).sum(-1)
+    else:
+        F = lin - (X.tau + eps) / eps * (fac * s_).sum(-1)
+    F = torch.where(torch.isfinite(F) & torch.isfinite(e).all(-1), F, torch.full_like(F, -math.inf))
+    return F, e.abs().sum(-1), e, phi_i, lse, (E, fac, s_, q)
+
+
+def _side_subset(self, idx):
+    s = object.__new__(_Side)
+    s.mask, s.w, s.log_w, s.pad = self.mask[idx], self.w[idx], self.log_w[idx], self.pad[idx]
+    s.tau, s.hard, s.reg_type = self.tau, self.hard, self.reg_type
+    return s
+
+
+_Side.subset = _side_subset
+
+
+def _exp_(Z: torch.Tensor) -> torch.Tensor:
+    """In-place exp with the argument floored just above the dtype's underflow threshold.
+
+    On CPU, exp of an argument whose result underflows (to a subnormal or 0, -inf included) takes a slow
+    path, up to 100x slower; flooring costs one cheap pass and changes entries by less than 1e-38.
+    """
+    return Z.clamp_min_(_LOG_TINY.get(Z.dtype, -87.0)).exp_()
+
+
+_LOG_TINY = {torch.float32: -87.0, torch.float64: -700.0}
+
+
+def _kernel(C: torch.Tensor, eps: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """exp(phi_i + psi_j - C_ij / eps_b) for per-utterance eps (B,), in a few passes over (B, La, Lt).
+
+    Entries that would underflow are floored at ~1e-38 (see :func:`_exp_`); the scalings are 0 on padding.
+    """
+    Z = torch.mul(C, (-1.0 / eps)[:, None, None])
+    Z.add_(phi.unsqueeze(2)).add_(psi.unsqueeze(1))
+    return _exp_(Z)
+
+
+class _Scaling:
+    """State of one absorbed block: kernel K (and K^T), scalings u, v as (B, 1, L) rows."""
+
+    def __init__(self, C, eps, X, Y, phi, psi):
+        self.K = _kernel(C, eps, phi, psi)
+        self.Kt = self.K.transpose(1, 2).contiguous()
+        self.X, self.Y, self.phi, self.psi = X, Y, phi, psi
+        ex, ey = X.exponent(eps[:, None]), Y.exponent(eps[:, None])
+        self.ex, self.ey = ex.unsqueeze(1), ey.unsqueeze(1)
+        # hard side: u = a / (K v); relaxed side: u = exp(c - ex * log(K v)) with c from the absorbed phi
+        self.cx = None if X.hard else X.log_target(phi, ex).unsqueeze(1)
+        self.cy = None if Y.hard else Y.log_target(psi, ey).unsqueeze(1)
+        self.a, self.b = X.w.unsqueeze(1), Y.w.unsqueeze(1)
+        self.u = 1.0 - X.pad
+
+    def update_v(self, u):
+        s = torch.bmm(u, self.K)
+        if self.cy is None:
+            return self.b / (s + self.Y.pad), s
+        return torch.exp(self.cy - self.ey * torch.log(s + self.Y.pad)), s
+
+    def update_u(self, v):
+        s = torch.bmm(v, self.Kt)
+        if self.cx is None:
+            return self.a / (s + self.X.pad)
+        return torch.exp(self.cx - self.ex * torch.log(s + self.X.pad))
+
+    def error(self, u, v):
+        """L1 distance of the column marginal to its value after the next v update, (B,)."""
+        v_next, s = self.update_v(u)
+        return (s * (v - v_next)).abs().sum(-1).squeeze(1)
+
+    def absorb(self, u, v):
+        lu = torch.log(u + self.X.pad).squeeze(1)
+        lv = torch.log(v + self.Y.pad).squeeze(1)
+        return self.phi + lu, self.psi + lv
+
+
+def _scaling_iters(C, eps, X, Y, phi, psi, n):
+    """``n`` scaling iterations from absorbed (phi, psi); returns the absorbed potentials and the error
+    (non-finite where the scalings under/overflowed)."""
+    S = _Scaling(C, eps, X, Y, phi, psi)
+    u = S.u
+    for _ in range(n):
+        v, _ = S.update_v(u)
+        u = S.update_u(v)
+    err = S.error(u, v)
+    phi_n, psi_n = S.absorb(u, v)
+    fin = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
+        torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
+    return phi_n, psi_n, torch.where(fin, err, torch.full_like(err, math.nan))
+
+
+def _final_block(C, eps, X, Y, phi, psi, max_n, check_every, tol, absorb_every=100, stop_on_any=True):
+    """Scaling iterations at the target eps between two absorptions.
+
+    Runs at most ``min(max_n, absorb_every)`` iterations and checks the error every ``check_every``; the
+    block ends at the first check where some utterance has converged, so that the caller can freeze it
+    (every utterance's result stays independent of its neighbours). If the scalings under- or overflow,
+    the block returns the state of its previous check; if that happens before the first check, the error
+    is NaN for the utterances concerned, which the caller redoes in log domain. Returns the absorbed
+    potentials, the error and the number of iterations run.
+    """
+    S = _Scaling(C, eps, X, Y, phi, psi)
+    limit = max(1, min(max_n, absorb_every))
+    u = S.u
     n = 0
     last = None
     while True:
-        v = b / (torch.bmm(u, K) + pady)
-        u = a / (torch.bmm(v, Kt) + padx)
+        v, _ = S.update_v(u)
+        u = S.update_u(v)
         n += 1
         if n % check_every == 0 or n == limit:
-            err = (v * torch.bmm(u, K) - b).abs().sum(-1).squeeze(1)
-            log_u = torch.log(u + padx).squeeze(1)
-            log_v = torch.log(v + pady).squeeze(1)
-            finite = torch.isfinite(log_u).all(-1) & torch.isfinite(log_v).all(-1) & torch.isfinite(err)
-            state = (alpha + log_u, beta + log_v, err, n)
+            err = S.error(u, v)
+            phi_n, psi_n = S.absorb(u, v)
+            finite = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
+                torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
+            state = (phi_n, psi_n, err, n)
             if not bool(finite.all()):
                 if last is not None:
                     return last
-                return state[0], state[1], torch.where(finite, err, torch.full_like(err, float("nan"))), n
-            if n == limit or bool((err < tol).any()):
+                return phi_n, psi_n, torch.where(finite, err, torch.full_like(err, math.nan)), n
+            if n == limit or bool((err < tol).all() if not stop_on_any else (err < tol).any()):
                 return state
             last = state
 
 
-def _log_block(Cs, mx, my, a, b, alpha, beta, n):
-    """``n`` exact log-domain Sinkhorn iterations (logsumexp updates); the stable fallback."""
-    log_a = torch.where(mx, torch.log(torch.where(mx, a, torch.ones_like(a))), torch.full_like(a, float("-inf")))
-    log_b = torch.where(my, torch.log(torch.where(my, b, torch.ones_like(b))), torch.full_like(b, float("-inf")))
-    for _ in range(n):
-        beta = log_b - torch.logsumexp(alpha.unsqueeze(2) - Cs, dim=1)
-        beta = torch.where(my, beta, log_b)
-        alpha = log_a - torch.logsumexp(beta.unsqueeze(1) - Cs, dim=2)
-        alpha = torch.where(mx, alpha, log_a)
-    err = (_kernel(Cs, 1.0, alpha, beta).sum(1) - b).abs().sum(-1)
-    return alpha, beta, err
+def _log_iters(Cs, eps, X, Y, phi, psi, n):
+    """``n`` exact log-domain iterations (logsumexp updates) on Cs = C / eps; the stable fallback."""
+    e = torch.full((Cs.shape[0], 1), eps, dtype=Cs.dtype, device=Cs.device)
+    ex, ey = X.exponent(e), Y.exponent(e)
+    cx = X.log_w if (X.hard or X.reg_type == "kl") else ex * X.log_w
+    cy = Y.log_w if (Y.hard or Y.reg_type == "kl") else ey * Y.log_w
+    for _ in range(max(1, n)):
+        psi = torch.where(Y.mask, cy - ey * torch.logsumexp(phi.unsqueeze(2) - Cs, dim=1), Y.log_w)
+        phi = torch.where(X.mask, cx - ex * torch.logsumexp(psi.unsqueeze(1) - Cs, dim=2), X.log_w)
+    col = torch.logsumexp(phi.unsqueeze(2) - Cs, dim=1)
+    psi_next = torch.where(Y.mask, cy - ey * col, Y.log_w)
+    mass = torch.exp(psi + col)
+    mass_next = torch.exp(psi_next + col)
+    err = (mass - mass_next).masked_fill(~Y.mask, 0).abs().sum(-1)
+    return phi, psi, err

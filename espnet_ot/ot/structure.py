@@ -1,4 +1,4 @@
-r"""Intra-sequence edge matrices S (DESIGN §3) as operators, so GM-OT never forms an (L x L) matrix it can avoid.
+r"""Intra-sequence edge matrices S of GM-OT as operators, so GM-OT never forms an (L x L) matrix it can avoid.
 
 The entropic FGW solver needs two things from an edge matrix S of a sequence with weights p:
 ``S @ X`` for an (L, K) matrix X (the tensor-product identity of Peyré et al. 2016, Prop. 1) and
@@ -57,17 +57,19 @@ class DenseStructure(Structure):
 
 
 class TemporalStructure(Structure):
-    r"""Temporal edges :math:`S(i,k) = |i - k| / l` of a sequence of true length l (DESIGN §3)."""
+    r"""Temporal edges :math:`S(i,k) = |i - k| / l` of a sequence of true length l (i, k ranks among the real
+    positions, so any mask pattern is allowed)."""
 
     def __init__(self, mask: torch.Tensor):
         if mask.dtype != torch.bool or mask.dim() != 2:
             raise ValueError(f"TemporalStructure needs a (B, L) bool mask, got {mask.dtype} {tuple(mask.shape)}")
         self.mask = mask
         self._length = mask.sum(-1, keepdim=True).clamp_min(1)
-        self._pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+        # 0-based rank among the real positions (the position itself for ESPnet's prefix masks)
+        self._pos = (torch.cumsum(mask.long(), dim=-1) - 1).clamp_min(0)
 
     def positions(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Normalised positions t_i = i / l, shape (B, L), in ``dtype``."""
+        """Normalised positions t_i = i / l (i the rank among the real positions), shape (B, L), in ``dtype``."""
         return self._pos.to(dtype) / self._length.to(dtype)
 
     def matmul(self, X):
@@ -95,7 +97,7 @@ class TemporalStructure(Structure):
 
 
 class FeatureStructure(Structure):
-    r"""Feature edges :math:`S(i,k) = 1 - \cos(x_i, x_k)` within one modality (DESIGN §3).
+    r"""Feature edges :math:`S(i,k) = 1 - \cos(x_i, x_k)` within one modality (GM-OT's edges).
 
     Differentiable in ``x``: the GM-OT loss passes gradients to the features through S.
     """
@@ -104,8 +106,10 @@ class FeatureStructure(Structure):
         if x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
             raise ValueError(f"FeatureStructure needs x (B, L, D) matching mask {tuple(mask.shape)}, got {tuple(x.shape)}")
         self.mask = mask
-        m = mask.to(x.dtype).unsqueeze(2)
-        self.xn = torch.nn.functional.normalize(x, dim=-1, eps=1e-8) * m
+        m = mask.unsqueeze(2)
+        x = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))  # padding may hold anything
+        # norms floored at 1e-6 as in the cosine cost: a zero vector gets a bounded gradient
+        self.xn = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-6)
 
     def matmul(self, X):
         xn = self.xn.to(X.dtype)
@@ -157,7 +161,7 @@ def as_structure(S, mask: torch.Tensor) -> Structure:
 
 
 def temporal_structure(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    r"""Temporal edge matrix :math:`S(i,k) = |i-k|/l` (DESIGN §3), dense (B, L, L), 0 on padding.
+    r"""Temporal edge matrix :math:`S(i,k) = |i-k|/l`, dense (B, L, L), 0 on padding.
 
     The solvers use the O(L) operator :class:`TemporalStructure` instead of this matrix.
     """
@@ -165,5 +169,5 @@ def temporal_structure(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -
 
 
 def feature_structure(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    r"""Feature edge matrix :math:`S(i,k) = 1 - \cos(x_i, x_k)` (DESIGN §3), dense (B, L, L), 0 on padding."""
+    r"""Feature edge matrix :math:`S(i,k) = 1 - \cos(x_i, x_k)`, dense (B, L, L), 0 on padding."""
     return FeatureStructure(x, mask).dense()

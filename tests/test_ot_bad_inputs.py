@@ -1,0 +1,183 @@
+"""Bad input at the OT doors: a correct finite result or a one-line ValueError/TypeError naming the argument."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from espnet_ot.ot import (
+    cosine_cost,
+    fused_gromov_wasserstein,
+    ot_alignment,
+    sinkhorn,
+    sinkhorn_unbalanced,
+    TemporalStructure,
+)
+from espnet_ot.ot.cost import NORM_EPS
+
+METHODS = ("ot", "tot", "gmot")
+
+
+def batch(la, lt, D=8, seed=0, La=None, Lt=None):
+    g = torch.Generator().manual_seed(seed)
+    La, Lt = La or max(la), Lt or max(lt)
+    x = torch.randn(len(la), La, D, generator=g)
+    y = torch.randn(len(lt), Lt, D, generator=g)
+    mx = torch.arange(La)[None] < torch.tensor(la)[:, None]
+    my = torch.arange(Lt)[None] < torch.tensor(lt)[:, None]
+    return x, y, mx, my
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_all_false_token_mask_gives_a_zero_coupling(method):
+    x, y, mx, my = batch([12, 9, 7], [4, 3, 2], seed=1)
+    my[1] = False
+    r = ot_alignment(x, y, mx, my, method=method, eps=0.1)
+    assert torch.isfinite(r.coupling).all() and torch.isfinite(r.loss).all()
+    assert r.coupling[1].abs().max() == 0 and r.loss[1] == 0
+    ref = ot_alignment(x[[0, 2]], y[[0, 2]], mx[[0, 2]], my[[0, 2]], method=method, eps=0.1)
+    assert torch.allclose(r.coupling[[0, 2]], ref.coupling, atol=1e-6)
+    C = cosine_cost(x, y, mx, my)
+    for solve in (sinkhorn, sinkhorn_unbalanced):
+        P = solve(C, mx, my, 0.1)
+        assert torch.isfinite(P).all() and P[1].abs().max() == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_non_prefix_masks_count_positions_among_the_real_ones(method):
+    # padding in front (or holes) gives the same answer as the same utterance with prefix padding
+    x, y, mx, my = batch([10, 7], [4, 3], seed=2)
+    r = ot_alignment(x, y, mx, my, method=method, eps=0.05)
+    k, la, lt = 1, 7, 3
+    front = 5
+    xs = torch.cat([100 * torch.randn(1, front, x.shape[2]), x[k:k + 1, :la]], 1)
+    ys = torch.cat([torch.full((1, 2, y.shape[2]), float("nan")), y[k:k + 1, :lt]], 1)
+    mxs = torch.arange(front + la)[None] >= front
+    mys = torch.arange(2 + lt)[None] >= 2
+    s = ot_alignment(xs, ys, mxs, mys, method=method, eps=0.05)
+    assert torch.allclose(s.coupling[0, front:, 2:], r.coupling[k, :la, :lt], atol=1e-6)
+    assert torch.allclose(s.loss[0], r.loss[k], atol=1e-5)
+    assert s.coupling[0, :front].abs().max() == 0 and s.coupling[0, :, :2].abs().max() == 0
+
+
+def test_zero_feature_vector_has_bounded_gradient():
+    x, y, mx, my = batch([9, 6], [3, 2], seed=3)
+    x[0, 4] = 0.0
+    x = x.requires_grad_(True)
+    for method in METHODS:
+        x.grad = None
+        ot_alignment(x, y, mx, my, method=method, eps=0.1).loss.sum().backward()
+        g = x.grad[0, 4].norm()
+        assert torch.isfinite(x.grad).all()
+        # d/dx of x / max(|x|, NORM_EPS) at 0 is I / NORM_EPS, and the coupling row carries mass 1/l_a
+        assert g <= (1.0 / 9) / NORM_EPS * 1.01, (method, float(g))
+    assert NORM_EPS >= 1e-6
+
+
+def one_line(exc):
+    text = str(exc.value)
+    return "\n" not in text and len(text) < 300
+
+
+@pytest.mark.parametrize("name, value, exc", [
+    ("eps", "abc", TypeError), ("eps", 0.0, ValueError), ("eps", float("nan"), ValueError),
+    ("eps", float("inf"), ValueError), ("eps", None, TypeError), ("beta", -1.0, ValueError),
+    ("beta", "x", TypeError), ("alpha", 1.5, ValueError), ("max_iter", 0, ValueError),
+    ("max_iter", 2.5, TypeError), ("tol", -1.0, ValueError), ("relax", 0.0, ValueError),
+    ("relax", "soft", TypeError), ("edge_mix", 2.0, ValueError), ("eps_scaling", 3.0, ValueError),
+])
+def test_bad_numbers_are_named(name, value, exc):
+    x, y, mx, my = batch([6], [3])
+    with pytest.raises(exc, match=name) as e:
+        ot_alignment(x, y, mx, my, method="gmot", **{name: value})
+    assert one_line(e)
+
+
+def test_numbers_written_as_strings_are_read_as_numbers():
+    x, y, mx, my = batch([8, 5], [3, 2])
+    a = ot_alignment(x, y, mx, my, method="tot", eps="5e-1", beta="0.5", max_iter="300")
+    b = ot_alignment(x, y, mx, my, method="tot", eps=0.5, beta=0.5, max_iter=300)
+    assert torch.equal(a.coupling, b.coupling)
+
+
+def test_random_bad_inputs_give_a_finite_result_or_a_named_error():
+    """Property-style: random corruptions of a valid call; accept only a correct finite result or a one-line
+    ValueError/TypeError that names the corrupted argument."""
+    rng = random.Random(0)
+    kinds = ["nan_x", "inf_y", "nan_cost", "pad_garbage", "empty_La", "empty_Lt", "all_false_x", "odd_mask",
+             "int_feats", "float_mask", "complex_x", "string_eps", "bad_string_eps", "wrong_mask_shape",
+             "list_x", "neg_inf_cost"]
+    for trial in range(48):
+        kind = kinds[trial % len(kinds)]
+        B, la_max, lt_max = rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 5)
+        la = [rng.randint(1, la_max) for _ in range(B)]
+        lt = [rng.randint(1, lt_max) for _ in range(B)]
+        x, y, mx, my = batch(la, lt, seed=trial, La=la_max, Lt=lt_max)
+        method = rng.choice(METHODS)
+        kw = dict(method=method, eps=rng.choice([0.01, 0.1, 1.0]))
+        expect = None  # (exception type, argument name) or None for a valid result
+        args = [x, y, mx, my]
+        if kind == "nan_x":
+            x[0, 0, 0] = float("nan")
+            expect = (ValueError, r"\bh\b")
+        elif kind == "inf_y":
+            y[0, 0, 0] = float("inf")
+            expect = (ValueError, r"\bz\b")
+        elif kind == "pad_garbage":
+            x = torch.cat([x, torch.full((B, 2, x.shape[2]), float("nan"))], 1)
+            mx = torch.cat([mx, torch.zeros(B, 2, dtype=torch.bool)], 1)
+            args = [x, y, mx, my]
+        elif kind == "empty_La":
+            args = [x[:, :0], y, mx[:, :0], my]
+        elif kind == "empty_Lt":
+            args = [x, y[:, :0], mx, my[:, :0]]
+        elif kind == "all_false_x":
+            mx[0] = False
+        elif kind == "odd_mask":
+            mx = mx & (torch.rand(mx.shape, generator=torch.Generator().manual_seed(trial)) < 0.7)
+            mx[:, 0] = True
+            args = [x, y, mx, my]
+        elif kind == "int_feats":
+            args = [(x * 10).long(), (y * 10).long(), mx, my]
+        elif kind == "float_mask":
+            args = [x, y, mx.float(), my]
+            expect = (TypeError, "h_mask")
+        elif kind == "complex_x":
+            args = [x.to(torch.complex64), y, mx, my]
+            expect = (TypeError, r"\bh\b")
+        elif kind == "string_eps":
+            kw["eps"] = "5e-1"
+        elif kind == "bad_string_eps":
+            kw["eps"] = "five"
+            expect = (TypeError, "eps")
+        elif kind == "wrong_mask_shape":
+            args = [x, y, mx[:, :-1] if mx.shape[1] > 1 else mx[:1].repeat(B + 1, 1), my]
+            expect = (ValueError, "h_mask")
+        elif kind == "list_x":
+            args = [x.tolist(), y, mx, my]
+            expect = (TypeError, r"\bh\b")
+        if kind in ("nan_cost", "neg_inf_cost"):
+            C = cosine_cost(x, y, mx, my)
+            C[0, 0, 0] = float("nan") if kind == "nan_cost" else -math.inf
+            with pytest.raises(ValueError, match="cost") as e:
+                sinkhorn(C, mx, my, kw["eps"])
+            assert one_line(e)
+            with pytest.raises(ValueError, match="cost") as e:
+                fused_gromov_wasserstein(C, TemporalStructure(mx), TemporalStructure(my), mx, my, 0.5, kw["eps"])
+            assert one_line(e)
+            continue
+        if expect is not None:
+            with pytest.raises(expect[0], match=expect[1]) as e:
+                ot_alignment(*args, **kw)
+            assert one_line(e), (kind, str(e.value))
+            continue
+        r = ot_alignment(*args, **kw)
+        assert torch.isfinite(r.coupling).all() and torch.isfinite(r.loss).all(), kind
+        hx, hz, m1, m2 = args
+        real = m1.any(-1) & m2.any(-1)
+        mass = r.coupling.sum((1, 2))
+        assert torch.allclose(mass[real], torch.ones_like(mass[real]), atol=1e-3), (kind, mass)
+        assert (mass[~real] == 0).all(), kind
+        pad = ~(m1.unsqueeze(2) & m2.unsqueeze(1))
+        assert (r.coupling[pad] == 0).all(), kind
