@@ -137,11 +137,13 @@ def coupling_diagnostics(
     """
     with torch.no_grad():
         g = coupling.float()
-        la = x_mask.sum(-1).float().clamp_min(1)[:, None, None]
-        lt = y_mask.sum(-1).float().clamp_min(1)[:, None, None]
-        i = torch.arange(1, x_mask.shape[1] + 1, device=g.device, dtype=g.dtype)[None, :, None]
-        j = torch.arange(1, y_mask.shape[1] + 1, device=g.device, dtype=g.dtype)[None, None, :]
-        inside = ((i / la - j / lt).abs() <= band).to(g.dtype)
+        # positions in float64 with a tiny margin: pairs exactly on the band's edge (e.g. 9/15 - 4/8 = 0.1) count
+        # as inside whatever the rounding
+        la = x_mask.sum(-1).double().clamp_min(1)[:, None, None]
+        lt = y_mask.sum(-1).double().clamp_min(1)[:, None, None]
+        i = torch.arange(1, x_mask.shape[1] + 1, device=g.device, dtype=torch.float64)[None, :, None]
+        j = torch.arange(1, y_mask.shape[1] + 1, device=g.device, dtype=torch.float64)[None, None, :]
+        inside = ((i / la - j / lt).abs() <= band + 1e-9).to(g.dtype)
         band_mass = (g * inside).sum((1, 2))
         entropy = -(torch.xlogy(g, g)).sum((1, 2))
     return {"band_mass": band_mass, "entropy": entropy}
