@@ -256,3 +256,4 @@ def test_branch_gradient_matches_finite_differences(case):
     scale = abs(d_align) + abs(d_ot)
     assert min(abs(d_align), abs(d_ot)) > 0.05 * scale, (d_align, d_ot)
     assert analytic == pytest.approx(d_align + d_ot, abs=2e-3 * scale), (analytic, d_align, d_ot)
+
