@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo study espnet bench clean
+.PHONY: install test demo study espnet bench mutants clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ study: $(STAMP)
 # ESPnet tag matching the installed espnet into ~/.cache/espnet-ot/espnet (needs the internet).
 espnet: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" egs2/aishell_ot/asr1/local/setup_espnet.sh --clone
+
+# Mutation check (not in CI, ~10-30 min on 2 cores): plants known mechanism bugs one at a time in a temporary
+# copy of espnet_ot, runs the fast mechanism tests on it and reports killed / SURVIVED / not applied.
+mutants: $(STAMP)
+	$(PY) tests/mutants.py
 
 bench: $(STAMP)
 	$(PY) -m espnet_ot.bench solvers
