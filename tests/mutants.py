@@ -195,7 +195,7 @@ def check_import_path(root: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(root))
     code = "import espnet_ot.ot, espnet_ot.asr.espnet_ot_model as m; print(espnet_ot.ot.__file__); print(m.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
-    files = out.stdout.split()
+    files = [line.strip() for line in out.stdout.splitlines() if line.strip().endswith(".py")]
     if out.returncode != 0 or len(files) != 2 or not all(Path(f).resolve().is_relative_to(root.resolve()) for f in files):
         sys.exit(f"mutants: the copy in {root} is not the imported espnet_ot:\n{out.stdout}{out.stderr}")
 
