@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test demo study espnet bench compat clean
+.PHONY: install sysdeps test demo study espnet bench compat mutants clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ ESPNET ?= 202506
 TORCH ?= 2.11.0
 compat:
 	PYTHON=$(PYTHON) .ci/check_espnet_release.sh $(ESPNET) $(TORCH)
+
+# Mutation check (not in CI, ~10-30 min on 2 cores): plants known mechanism bugs one at a time in a temporary
+# copy of espnet_ot, runs the fast mechanism tests on it and reports killed / SURVIVED / not applied.
+mutants: $(STAMP)
+	$(PY) tests/mutants.py
 
 bench: $(STAMP)
 	$(PY) -m espnet_ot.bench solvers

@@ -1,12 +1,11 @@
 """Tests of espnet_ot.ot against POT (oracle) and the mathematical properties of DESIGN §2-§4."""
 
 import numpy as np
+import ot  # POT, the test oracle: a required test dependency (the [test] extra)
 import pytest
 import torch
 
-ot = pytest.importorskip("ot", reason="POT is the test oracle: pip install pot (the [test] extra)")
-
-from espnet_ot.ot import (  # noqa: E402
+from espnet_ot.ot import (
     FeatureStructure,
     MixedStructure,
     TemporalStructure,
@@ -237,23 +236,32 @@ def test_temporal_distance_is_eq13():
     assert d[0, 3, 1].item() == 0
 
 
-@pytest.mark.parametrize("eps", [1e-3, 1e-2, 1.0])
-@pytest.mark.parametrize("lt", [1, 2, 3])
+# eps down to 1e-3 with l_t >= 2 (a banded kernel): the solver's eps-scaling reaches the marginals.
+@pytest.mark.parametrize("eps, lt", [(eps, lt) for eps in (1e-3, 1e-2, 1.0) for lt in (1, 2, 3)])
 def test_edge_cases_are_finite(eps, lt):
     x, y, mx, my = make_batch([2000, 1500, 7], [lt, 1, lt], D=32, dtype=torch.float32, seed=9)
+    a = mx.float() / mx.sum(-1, keepdim=True)
+    b = my.float() / my.sum(-1, keepdim=True)
     for method in ("ot", "tot", "gmot"):
-        r = ot_alignment(x, y, mx, my, method=method, eps=eps, beta=0.5, max_iter=200)
+        r = ot_alignment(x, y, mx, my, method=method, eps=eps, beta=0.5)
         assert torch.isfinite(r.coupling).all() and torch.isfinite(r.loss).all(), (method, eps, lt)
-        assert torch.allclose(r.coupling.sum((1, 2)), torch.ones(3), atol=1e-3), (method, eps, lt)
+        # both marginals of the returned coupling (its total mass is 1 by construction: that proves nothing)
+        row_err = (r.coupling.sum(2) - a).abs().sum(-1)
+        col_err = (r.coupling.sum(1) - b).abs().sum(-1)
+        assert row_err.max() < 1e-3 and col_err.max() < 1e-3, (method, eps, lt, row_err, col_err)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs_are_solved_in_float32(dtype):
     x, y, mx, my = make_batch(LA, LT, dtype=torch.float32, seed=10)
     r16 = ot_alignment(x.to(dtype), y.to(dtype), mx, my, method="tot", eps=0.05)
-    r32 = ot_alignment(x, y, mx, my, method="tot", eps=0.05)
-    assert r16.coupling.dtype == torch.float32 and torch.isfinite(r16.coupling).all()
-    assert (r16.coupling - r32.coupling).abs().max() < 5e-3
+    # the same (rounded) inputs given in float32: a float32 solve gives the same coupling to rounding, while a
+    # solve in fp16/bf16 (eps = 0.05 amplifies their 1e-3..4e-3 relative cost error) is off by ~1e-3
+    r32 = ot_alignment(x.to(dtype).float(), y.to(dtype).float(), mx, my, method="tot", eps=0.05)
+    assert r16.coupling.dtype == torch.float32 and r16.loss.dtype == torch.float32
+    assert torch.isfinite(r16.coupling).all()
+    assert (r16.coupling - r32.coupling).abs().max() < 1e-6
+    torch.testing.assert_close(r16.loss, r32.loss, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_give_clear_errors():

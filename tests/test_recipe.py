@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from helpers import IN_CI, PYTHON, REPO, offline_env
+from training_log import check_training_stats
 
 RECIPE = REPO / "egs2" / "aishell_ot" / "asr1"
 PAPER_CONF = RECIPE / "conf"
@@ -488,7 +489,11 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
     n_train = len((recipe / "dump" / "raw" / "toy_train" / "text").read_text().splitlines())
     assert len(scp.read_text().splitlines()) == n_train
     train_log = (exp / "asr_toy_train_asr_tot_cakt" / "train.log").read_text()
-    assert "feats.scp,plm_feats,kaldi_ark" in train_log and "loss_ot=" in train_log
+    assert "feats.scp,plm_feats,kaldi_ark" in train_log
+    assert "Loaded frozen PLM" not in train_log  # the PLM never ran inside training: the dumped Z_L was used
+    # every statistic finite in every epoch, band_mass in [0, 1], OT statistics only for the OT model
+    check_training_stats(train_log, ot=True)
+    check_training_stats((exp / "asr_toy_train_asr_ctc_conformer" / "train.log").read_text(), ot=False)
 
     # stage 14's package loads in a fresh process, with the PLM gone (inference never needs it)
     shutil.move(str(toy / "plm"), str(toy / "plm_moved"))

@@ -14,7 +14,8 @@ The entropic FGW solver needs two things from an edge matrix S of a sequence wit
   densely once per problem).
 """
 
-from typing import Sequence
+import functools
+from typing import Optional, Sequence
 
 import torch
 
@@ -144,11 +145,16 @@ class MixedStructure(Structure):
         return sum(w * s.matmul(X) for s, w in zip(self.parts, self.weights))
 
     def sq_matvec(self, p):
-        S = self.dense().to(p.dtype)
+        S = self.dense(p.dtype)
         return torch.bmm(S.pow(2), p.unsqueeze(2)).squeeze(2)
 
-    def dense(self):
-        return sum(w * s.dense() for s, w in zip(self.parts, self.weights))
+    def dense(self, dtype: Optional[torch.dtype] = None):
+        # temporal parts are built directly in the target dtype (a float32 one would cap float64 precision)
+        if dtype is None:
+            others = [s.dense().dtype for s in self.parts if not isinstance(s, TemporalStructure)]
+            dtype = functools.reduce(torch.promote_types, others, torch.float32)
+        mats = [s.dense(dtype) if isinstance(s, TemporalStructure) else s.dense().to(dtype) for s in self.parts]
+        return sum(w * m for m, w in zip(mats, self.weights))
 
 
 def as_structure(S, mask: torch.Tensor) -> Structure:
