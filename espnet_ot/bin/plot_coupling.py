@@ -202,7 +202,13 @@ class LoadedModel:
         self.frame_shift_s = self._frame_shift()
 
     def _frame_shift(self, seconds: float = 8.0) -> Optional[float]:
-        """Seconds per H_A frame, asked from the model itself: the frames it gives for `seconds` of audio."""
+        """Seconds per H_A frame, asked from the model itself: the frames it gives for `seconds` of audio.
+
+        None for a model without a frontend: its input is a feature sequence, not a waveform (and 8 s of samples
+        taken as frames would make an attention matrix of tens of GB).
+        """
+        if getattr(self.model, "frontend", None) is None:
+            return None
         noise = np.random.default_rng(0).standard_normal(int(seconds * self.fs)).astype(np.float32) * 0.1
         try:
             frames = self.h_a(noise).size(0)
