@@ -63,9 +63,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     corpus_opts, plm_opts = (TINY_CORPUS, TINY_PLM) if args.tiny else (CORPUS, PLM)
     cache = (args.cache or (args.out / "cache" if args.tiny else Path("exp/toy_world"))).resolve()
     try:
-        corpus = build_corpus(cache / "corpus", corpus_opts, console)
+        corpus = cache / "corpus"
         study = Study(args.out, corpus, cache / "plm", plm_opts["hidden"], jobs=args.jobs, conf_dir=args.conf_dir,
                       console=console, train_args=TINY_TRAIN_ARGS if args.tiny else ())
+        study.phase("corpus", lambda: str(build_corpus(corpus, corpus_opts, console)))()
         # the PLM trains while the baseline (which does not need it) trains beside it
         plm_task = Task("plm", study.phase("plm", lambda: str(build_plm(cache / "plm", corpus, plm_opts, console))))
         study.run_study([args.seed], SYSTEMS, before=[plm_task], sweep=False)
