@@ -157,7 +157,7 @@ def test_plot_coupling_takes_settings_from_the_trained_model(trained):
 
     lm = plot_coupling.LoadedModel(trained["exp"] / "config.yaml", trained["exp"] / "1epoch.pth", "cpu", None, None)
     assert lm.alignment == "tot" and lm.alignment_config == AlignmentConfig(method="tot", eps=0.5, beta=0.5)
-    assert lm.plm_name == str(trained["plm"]) and lm.plm_layer == -1 and lm.include_special
+    assert lm.plm_name == str(trained["no_plm"]) and lm.plm_layer == -1 and lm.include_special
     assert lm.frame_shift_s == 0.032  # measured on the model: hop 128 at 16 kHz, conv2d subsampling 4
     out = trained["root"] / "plots"
     plot_coupling.main(["--asr_train_config", str(trained["exp"] / "config.yaml"),

@@ -88,7 +88,9 @@ def test_max_iter_cap_warns_once_with_the_error(method):
     assert len(msgs) == 1, msgs
     assert "max_iter=2" in msgs[0] and "marginal error" in msgs[0]
     worst = float(r.marginal_err.max())
-    assert worst > 1e-4 and f"{worst:.3g}" in msgs[0]
+    assert f"{worst:.3g}" in msgs[0]
+    if method != "gmot":  # FGW's outer loop can land within tol even when an inner solve hit its cap
+        assert worst > 1e-4
 
 
 def test_converged_utterances_do_not_depend_on_their_batch():

@@ -74,14 +74,15 @@ def test_numbers_written_as_yaml_strings_are_converted():
     cfg = AlignmentConfig.from_conf("tot", conf)
     assert (cfg.eps, cfg.beta, cfg.max_iter, cfg.tol) == (0.5, 0.1, 1000, 1e-4)
     assert type(cfg.max_iter) is int and type(cfg.eps) is float
-    assert cfg.solver_kwargs() == dict(method="tot", eps=0.5, beta=0.1, grad="envelope", max_iter=1000, tol=1e-4)
+    assert cfg.solver_kwargs() == dict(method="tot", eps=0.5, beta=0.1, grad="envelope", max_iter=1000, tol=1e-4,
+                                       relax=None, eps_scaling=0.5)
 
 
 def test_solver_kwargs_carry_only_the_methods_options():
     cfg = AlignmentConfig.from_conf("gmot", {"alpha": 0.3, "edges": "mix", "beta": 0.0})
     assert cfg.solver_kwargs()["alpha"] == 0.3 and cfg.solver_kwargs()["edges"] == "mix"
     as_ot = cfg.replace(method="ot").solver_kwargs()
-    assert set(as_ot) == {"method", "eps", "grad", "max_iter", "tol"}
+    assert set(as_ot) == {"method", "eps", "grad", "max_iter", "tol", "relax", "eps_scaling"}
     with pytest.raises(ValueError, match=r"AlignmentConfig.eps=-1 must be > 0"):
         cfg.replace(eps=-1)
     with pytest.raises(ValueError, match=r"AlignmentConfig.method='x'"):

@@ -206,6 +206,38 @@ def sinkhorn_unbalanced(
     )
 
 
+def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every):
+    """Balanced log-domain Sinkhorn without in-place updates, for autograd through the iterations.
+
+    Padding is masked with a large finite negative log-kernel (not -inf), so no NaN reaches the gradients.
+    """
+    pair = mx.unsqueeze(2) & my.unsqueeze(1)
+    la = mx.sum(-1, keepdim=True).clamp_min(1).to(C.dtype)
+    lt = my.sum(-1, keepdim=True).clamp_min(1).to(C.dtype)
+    a = mx.to(C.dtype) / la
+    b = my.to(C.dtype) / lt
+    log_a = torch.where(mx, -torch.log(la).expand_as(a), torch.zeros_like(a))
+    log_b = torch.where(my, -torch.log(lt).expand_as(b), torch.zeros_like(b))
+    M = (-C / eps).masked_fill(~pair, -1e9)
+    f = torch.zeros_like(a)
+    g = torch.zeros_like(b)
+    n_iter = 0
+    err = torch.zeros(C.shape[0], dtype=C.dtype, device=C.device)
+    for n_iter in range(1, max_iter + 1):
+        f = torch.where(mx, log_a - torch.logsumexp(M + g.unsqueeze(1), 2), torch.zeros_like(f))
+        g = torch.where(my, log_b - torch.logsumexp(M + f.unsqueeze(2), 1), torch.zeros_like(g))
+        if n_iter % check_every == 0 or n_iter == max_iter:
+            with torch.no_grad():
+                P = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
+                err = (P.sum(2) - a).abs().sum(-1)
+            if float(err.max()) < tol:
+                break
+    coupling = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
+    log = {"f": f.detach() * eps, "g": g.detach() * eps, "err": err,
+           "n_iter": torch.full_like(err, n_iter, dtype=torch.long), "capped": bool(err.max() >= tol)}
+    return coupling, log
+
+
 def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init, return_log,
            eps_scaling, eps_init, stage_iter, warn, newton_steps):
     """Argument checks, then :func:`_sinkhorn_core` in float32/float64 with autocast off."""
@@ -233,11 +265,16 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
                 f"init potentials must have shapes {tuple(x_mask.shape)} and {tuple(y_mask.shape)}, got "
                 f"{tuple(init[0].shape)} and {tuple(init[1].shape)}"
             )
-    with fp32_region(cost):
-        coupling, log = _sinkhorn_core(
-            cost.to(dtype), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
-            eps_scaling, eps_init, stage_iter, newton_steps,
-        )
+    if cost.requires_grad and torch.is_grad_enabled() and taus == (math.inf, math.inf):
+        # grad="unrolled": plain log-domain iterations with out-of-place updates, differentiable step by step
+        with fp32_region(cost):
+            coupling, log = _sinkhorn_autograd(cost.to(dtype), x_mask, y_mask, eps, max_iter, tol, check_every)
+    else:
+        with fp32_region(cost):
+            coupling, log = _sinkhorn_core(
+                cost.to(dtype), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
+                eps_scaling, eps_init, stage_iter, newton_steps,
+            )
     if warn and log["capped"]:
         worst = float(log["err"].max())
         warnings.warn(
