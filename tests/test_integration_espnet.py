@@ -162,7 +162,8 @@ def test_plot_coupling_takes_settings_from_the_trained_model(trained):
     out = trained["root"] / "plots"
     plot_coupling.main(["--asr_train_config", str(trained["exp"] / "config.yaml"),
                         "--asr_model_file", str(trained["exp"] / "1epoch.pth"), "--data_dir", str(trained["valid"]),
-                        "--num_utts", "1", "--methods", "ot", "gmot", "--output_dir", str(out)])
+                        "--num_utts", "1", "--methods", "ot", "gmot", "--plm", str(trained["plm"]),
+                        "--output_dir", str(out)])  # the configured PLM path is absent on purpose
     assert (out / "spk9_v0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
