@@ -3,7 +3,6 @@
 import copy
 import json
 import random
-import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
-from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, Console, JobFailed, job_env, run_logged
+from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
 
 CRITERION = "valid.cer_ctc"
@@ -236,12 +235,11 @@ class ToyExperiment:
 
     def epoch_stats(self, run: Run) -> List[Dict[str, Dict[str, float]]]:
         """Per-epoch train/valid stats from the trainer log (ESPnet's `Nepoch results` lines)."""
-        pattern = re.compile(r"(\d+)epoch results: \[train\] (.*?), \[valid\] (.*?)(, \[|$)")
         out = []
         logs = sorted(self.run_dir(run).glob("train*.log"))
         for log in logs:
             for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-                m = pattern.search(line)
+                m = EPOCH_RESULTS.search(line)
                 if m:
                     row = {"epoch": int(m.group(1))}
                     for name, blob in (("train", m.group(2)), ("valid", m.group(3))):
