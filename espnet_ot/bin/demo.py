@@ -4,7 +4,7 @@
 
 Builds (or reuses) the toy world of `espnet_ot.toy.world` (corpus, then the PLM while the baseline trains),
 trains the four systems of conf/demo with ESPnet's asr_train (the settings chosen on dev by
-`python -m espnet_ot.bin.study --sweep`), decodes dev and test (greedy CTC), and writes <out>/RESULTS.md: the
+`python -m espnet_ot.bin.sweep`), decodes dev and test (greedy CTC), and writes <out>/RESULTS.md: the
 CER table with the paired-bootstrap 95% CI of each difference to the baseline and the error decomposition
 (homophone / tone / other / deletion / insertion). Coupling pictures of a few dev utterances go to
 <out>/coupling/. One seed shows the pipeline; the seed-level evidence is the study
@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         study.phase("corpus", lambda: str(build_corpus(corpus, corpus_opts, console)))()
         # the PLM trains while the baseline (which does not need it) trains beside it
         plm_task = Task("plm", study.phase("plm", lambda: str(build_plm(cache / "plm", corpus, plm_opts, console))))
-        study.run_study([args.seed], SYSTEMS, before=[plm_task], sweep=False)
+        study.run_study([args.seed], SYSTEMS, before=[plm_task])
         runs = [study.study_runs([args.seed], [m])[m][0] for m in SYSTEMS if m != "baseline"]
         study.phase("coupling", lambda: plot_couplings(study, runs, args.num_plots, console))()
     except (JobFailed, FileNotFoundError, ValueError) as e:

@@ -2,9 +2,10 @@
 
     python -m espnet_ot.bin.study [--out exp/study] [--cache exp/toy_world] [--seeds 1 2 3] [--jobs 2]
 
-Builds (or reuses) the toy corpus and PLM, trains every system with ESPnet's asr_train for every seed (a rerun
+Builds (or reuses) the toy corpus and PLM, trains every system of conf/demo (settings chosen on dev by
+`python -m espnet_ot.bin.sweep` with the same --out) with ESPnet's asr_train for every seed (a rerun
 skips finished trainings and resumes unfinished ones), decodes dev and test once per model (greedy CTC) and
-writes <out>/study/RESULTS.md, <out>/study/summary.json and <out>/study/study.png.
+writes <out>/RESULTS.md, <out>/summary.json and <out>/cer.png.
 """
 
 import argparse
@@ -28,22 +29,18 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--control_seeds", type=int, nargs="+", default=None, help="seeds of the controls (default: --seeds)")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     p.add_argument("--jobs", type=int, default=2, help="trainings at once (each gets cores/jobs threads)")
-    p.add_argument("--sweep", action="store_true", help="run the dev-only settings sweep instead of the study")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point."""
     args = get_parser().parse_args(argv)
-    console = Console("sweep" if args.sweep else "study")
+    console = Console("study")
     try:
         corpus = build_corpus(args.cache.resolve() / "corpus", CORPUS, console)
         plm = build_plm(args.cache.resolve() / "plm", corpus, PLM, console)
         study = Study(args.out, corpus, plm, plm_width(plm), jobs=args.jobs, conf_dir=args.conf_dir, console=console)
-        if args.sweep:
-            study.run_sweep()
-        else:
-            study.run_study(args.seeds, args.methods, control_seeds=args.control_seeds)
+        study.run_study(args.seeds, args.methods, control_seeds=args.control_seeds)
     except (JobFailed, FileNotFoundError, ValueError) as e:
         print(f"study: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
