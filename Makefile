@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test demo study espnet bench compat mutants clean
+.PHONY: install sysdeps test demo sweep study espnet bench compat mutants clean
 
 install: $(STAMP)
 
@@ -25,7 +25,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo
 
-# The toy study (dev sweep, then 3 seeds x 4 systems + 2 controls; hours on 2 cores, resumable: rerun to go on)
+# The toy study: first the dev-only sweep (7 trainings), then 3 seeds x 4 systems + 2 controls (conf/demo, which
+# carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
+sweep: $(STAMP)
+	$(PY) -m espnet_ot.bin.sweep
+
 study: $(STAMP)
 	$(PY) -m espnet_ot.bin.study
 

@@ -148,3 +148,48 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
     text = (x.out / "RESULTS.md").read_text(encoding="utf-8")
     assert "PLM 90.0% vs frequency 50.0%" in text and (x.out / "cer.png").is_file()
     assert json.loads((x.out / "summary.json").read_text(encoding="utf-8")) == summary
+
+
+# ------------------------------------------------------------------------------------------ dev sweep
+def test_sweep_variants_are_valid_configs_that_differ_from_each_other(tmp_path):
+    """Every variant's config passes the model's option check, and no two variants of a method coincide."""
+    import yaml
+
+    from espnet_ot.ot.config import AlignmentConfig
+    from espnet_ot.toy.study import SWEEP, Study
+
+    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    for method in SWEEP:
+        seen = set()
+        for variant, _, run in study.sweep_runs(method):
+            model_conf = yaml.safe_load(run.config.read_text(encoding="utf-8"))["model_conf"]
+            cfg = AlignmentConfig.from_conf(model_conf["alignment"], model_conf["alignment_conf"])
+            key = (cfg, model_conf["ctc_lambda"], model_conf["ot_weight"])
+            assert key not in seen, f"{method}/{variant} repeats another variant"
+            seen.add(key)
+
+
+def test_sweep_report_marks_the_lowest_dev_cer_and_rejects_unknown_methods(tmp_path):
+    import json
+
+    from espnet_ot.toy.study import SWEEP, Study
+
+    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    x = study.x
+    refs = {f"u{i}": "他们在马上" for i in range(10)}
+    (x.data / "dev").mkdir(parents=True)
+    (x.data / "dev" / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+    variants = study.sweep_runs("tot_cakt")
+    for k, (_, _, run) in enumerate(variants):  # variant k gets (k + 1) mod len wrong utterances: the last wins
+        wrong = (k + 1) % len(variants)
+        path = x.hyp_file(run, "dev")
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(f"{u} {'他们在妈上' if i < wrong else t}\n" for i, (u, t) in enumerate(refs.items())),
+                        encoding="utf-8")
+    report = study.write_sweep_report(["tot_cakt"])
+    chosen = [r["variant"] for r in report["rows"] if r["chosen"]]
+    assert chosen == [variants[-1][0]] and len(report["rows"]) == len(SWEEP["tot_cakt"])
+    assert json.loads((x.out / "sweep.json").read_text(encoding="utf-8"))["rows"] == report["rows"]
+    assert f"{variants[-1][0]} **(lowest dev CER)**" in (x.out / "sweep.md").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="methods: baseline not swept"):
+        study.run_sweep(["baseline"])
