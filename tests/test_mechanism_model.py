@@ -136,7 +136,7 @@ def reference_stats(model, case, batch, include_special: bool, band: float = 0.1
     h_a, h_lens = h_a_of(model, batch)
     B = batch["speech"].shape[0]
     l_ot = l_align = 0.0
-    ent, bands = [], []
+    ent, ent_rel, bands = [], [], []
     for _, h, z, pos in utterances(h_a, h_lens, batch, include_special):
         gamma = coupling_of(method, conf, h, z).double().numpy()
         hn, zn = h.double().numpy(), z.double().numpy()
@@ -144,12 +144,13 @@ def reference_stats(model, case, batch, include_special: bool, band: float = 0.1
         l_align += ref_align(hn, zn, gamma, pos)
         ent.append(float(-(gamma * np.log(np.where(gamma > 0, gamma, 1.0))).sum()))
         la, lt = gamma.shape
+        ent_rel.append(ent[-1] / np.log(la * lt))
         # |i/l_a - j/l_t| <= band in exact integer arithmetic (pairs on the band's edge are inside)
         num, den = Fraction(str(band)).numerator, Fraction(str(band)).denominator
         inside = den * np.abs(np.arange(1, la + 1)[:, None] * lt - np.arange(1, lt + 1)[None, :] * la) <= num * la * lt
         bands.append(float(gamma[inside].sum()))
     return dict(loss_ot=l_ot / B, loss_align=l_align / B, coupling_entropy=float(np.mean(ent)),
-                band_mass=float(np.mean(bands)))
+                coupling_entropy_rel=float(np.mean(ent_rel)), band_mass=float(np.mean(bands)))
 
 
 # ------------------------------------------------------------------ dispatch and Eq. (24)
@@ -165,7 +166,7 @@ def test_branch_is_the_configured_method_and_the_loss_is_eq24(case, include_spec
     with torch.no_grad():
         loss, stats, weight = model(**clone(batch))
     ref = reference_stats(model, case, batch, include_special)
-    for key in ("loss_ot", "loss_align", "coupling_entropy", "band_mass"):
+    for key in ("loss_ot", "loss_align", "coupling_entropy", "coupling_entropy_rel", "band_mass"):
         assert float(stats[key]) == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (key, float(stats[key]), ref[key])
     expected = lam * float(stats["loss_ctc"]) + (1 - lam) * w * (ref["loss_align"] + ref["loss_ot"])
     assert float(loss) == pytest.approx(expected, rel=1e-4, abs=1e-5)

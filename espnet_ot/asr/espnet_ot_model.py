@@ -254,7 +254,8 @@ class ESPnetOTModel(ESPnetASRModel):
         zero = h_a.new_zeros(()).float()
         if not bool(valid.any()):
             return zero, zero, {
-                "band_mass": None, "coupling_entropy": None, "ot_marginal_err": None, "ot_iters": None,
+                "band_mass": None, "coupling_entropy": None, "coupling_entropy_rel": None, "ot_marginal_err": None,
+                "ot_iters": None,
             }
         if not bool(valid.all()):
             idx = valid.nonzero(as_tuple=True)[0]
@@ -286,6 +287,8 @@ class ESPnetOTModel(ESPnetASRModel):
         stats = {
             "band_mass": diag["band_mass"].float().mean(),
             "coupling_entropy": diag["entropy"].float().mean(),
+            # 1 = uniform coupling (no alignment); about 0.5 = a one-to-one matching
+            "coupling_entropy_rel": diag["entropy_rel"].float().mean(),
             # solver convergence: the batch's worst L1 marginal error and the most iterations used
             "ot_marginal_err": result.marginal_err.detach().float().max(),
             "ot_iters": result.n_iter.detach().float().max(),

@@ -295,7 +295,9 @@ def coupling_diagnostics(
     dict
         ``band_mass`` (B,): mass of :math:`\gamma` within :math:`|i/l_a - j/l_t| \le` ``band`` (1 for a
         monotonic, evenly paced alignment; about 2*band for an uninformative one); ``entropy`` (B,):
-        :math:`H(\gamma) = -\sum \gamma \log \gamma` (``log(l_a l_t)`` for the uniform coupling).
+        :math:`H(\gamma) = -\sum \gamma \log \gamma` (``log(l_a l_t)`` for the uniform coupling); ``entropy_rel``
+        (B,): :math:`H(\gamma) / \log(l_a l_t)`, 1 for the uniform coupling, ``log(max(l_a, l_t)) / log(l_a l_t)``
+        (about 0.5) for a one-to-one matching.
 
     Examples
     --------
@@ -314,4 +316,5 @@ def coupling_diagnostics(
         inside = ((i / la - j / lt).abs() <= band + 1e-9).to(g.dtype)
         band_mass = (g * inside).sum((1, 2))
         entropy = -(torch.xlogy(g, g)).sum((1, 2))
-    return {"band_mass": band_mass, "entropy": entropy}
+        uniform = torch.log(la * lt).flatten().clamp_min(1e-12).to(entropy.dtype)
+    return {"band_mass": band_mass, "entropy": entropy, "entropy_rel": entropy / uniform}

@@ -162,12 +162,13 @@ class Study:
                  "conf/demo setting before the sweep; conf/demo carries the lowest-dev-CER variant, and the study "
                  "trains conf/demo. One seed per variant: differences within about 1 CER point (the spread over "
                  "seeds) are not evidence.", "",
-                 "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy | ot_marginal_err | patch |",
+                 "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy (rel. to uniform) | ot_marginal_err | patch |",
                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in rows:
             mark = " **(lowest dev CER)**" if r["chosen"] else ""
             lines.append(f"| {r['method']} | {r['variant']}{mark} | {r['dev_cer']:.2f} | {r['linguistic_share']:.2f} | "
-                         f"{_fmt(r.get('band_mass'))} | {_fmt(r.get('coupling_entropy'))} | {_fmt(r.get('ot_marginal_err'))} | "
+                         f"{_fmt(r.get('band_mass'))} | {_fmt(r.get('coupling_entropy'))} ({_fmt(r.get('coupling_entropy_rel'))}) | "
+                         f"{_fmt(r.get('ot_marginal_err'))} | "
                          f"`{json.dumps(r['patch'])}` |")
         (self.x.out / "sweep.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.sweep_figure(rows, self.x.out / "sweep.png")
@@ -197,7 +198,7 @@ class Study:
         if not epochs:
             return {}
         valid = epochs[-1]["valid"]
-        return {k: valid[k] for k in ("band_mass", "coupling_entropy", "ot_marginal_err", "loss_ot", "loss_align")
+        return {k: valid[k] for k in ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err", "loss_ot", "loss_align")
                 if k in valid}
 
     # ------------------------------------------------------------------ study
@@ -332,12 +333,15 @@ class Study:
         for name, e in summary.items():
             lines.append(f"| {e['title']} | " + " | ".join(f"{e['test_error_points'][c]:.2f}" for c in CATEGORIES)
                          + f" | {e['linguistic_share']:.2f} |")
-        lines += ["", "Last-epoch validation OT statistics (mean over seeds):", "",
-                  "| system | band_mass | coupling_entropy | ot_marginal_err |", "|---|---:|---:|---:|"]
+        lines += ["", "Last-epoch validation OT statistics (mean over seeds): band_mass = coupling mass within 0.1 "
+                  "of the diagonal (about 0.2 for a uniform coupling), coupling entropy relative to the uniform "
+                  "coupling's (1 = uniform, about 0.5 = one-to-one), the worst Sinkhorn marginal error:", "",
+                  "| system | band_mass | coupling_entropy | coupling_entropy_rel | ot_marginal_err |",
+                  "|---|---:|---:|---:|---:|"]
         for name, e in summary.items():
             stats = e["final_valid_stats"]
             vals = []
-            for k in ("band_mass", "coupling_entropy", "ot_marginal_err"):
+            for k in ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err"):
                 xs = [s[k] for s in stats if k in s]
                 vals.append(f"{sum(xs) / len(xs):.4g}" if xs else "—")
             lines.append(f"| {e['title']} | " + " | ".join(vals) + " |")
