@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_ot.toy.jobs import Console, JobFailed
-from espnet_ot.toy.study import METHOD_NAMES, REPO_CONF, Study
-from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
+from espnet_ot.toy.study import METHOD_NAMES, REPO_CONF, open_study
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -37,9 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     console = Console("study")
     try:
-        corpus = build_corpus(args.cache.resolve() / "corpus", CORPUS, console)
-        plm = build_plm(args.cache.resolve() / "plm", corpus, PLM, console)
-        study = Study(args.out, corpus, plm, plm_width(plm), jobs=args.jobs, conf_dir=args.conf_dir, console=console)
+        study = open_study(args.out, args.cache, args.conf_dir, args.jobs, console)
         study.run_study(args.seeds, args.methods, control_seeds=args.control_seeds)
     except (JobFailed, FileNotFoundError, ValueError) as e:
         print(f"study: error: {e}", file=sys.stderr, flush=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_ot.toy.jobs import Console, JobFailed
-from espnet_ot.toy.study import REPO_CONF, SWEEP, Study
-from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
+from espnet_ot.toy.study import REPO_CONF, SWEEP, open_study
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,10 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     console = Console("sweep")
     try:
-        corpus = build_corpus(args.cache.resolve() / "corpus", CORPUS, console)
-        plm = build_plm(args.cache.resolve() / "plm", corpus, PLM, console)
-        Study(args.out, corpus, plm, plm_width(plm), jobs=args.jobs, conf_dir=args.conf_dir,
-              console=console).run_sweep(args.methods)
+        open_study(args.out, args.cache, args.conf_dir, args.jobs, console).run_sweep(args.methods)
     except (JobFailed, FileNotFoundError, ValueError) as e:
         print(f"sweep: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -392,5 +392,16 @@ class Study:
         plt.close(fig)
 
 
+def open_study(out: Path, cache: Path, conf_dir: Path = REPO_CONF, jobs: int = 2,
+               console: Optional[Console] = None) -> Study:
+    """The Study of the toy world cached in ``cache`` (corpus and PLM built there first if missing)."""
+    from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
+
+    console = console or Console("study")
+    corpus = build_corpus(Path(cache).resolve() / "corpus", CORPUS, console)
+    plm = build_plm(Path(cache).resolve() / "plm", corpus, PLM, console)
+    return Study(out, corpus, plm, plm_width(plm), jobs=jobs, conf_dir=conf_dir, console=console)
+
+
 def _fmt(v: Optional[float]) -> str:
     return "—" if v is None else f"{v:.3g}"
