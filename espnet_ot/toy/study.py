@@ -171,7 +171,7 @@ class Study:
                  "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy (rel. to uniform) | ot_marginal_err | patch |",
                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in rows:
-            mark = " **(lowest dev CER)**" if r["chosen"] else ""
+            mark = " **(lowest dev CER)**" if r["chosen"] and len(SWEEP[r["method"]]) > 1 else ""
             lines.append(f"| {r['method']} | {r['variant']}{mark} | {r['dev_cer']:.2f} | {r['linguistic_share']:.2f} | "
                          f"{_fmt(r.get('band_mass'))} | {_fmt(r.get('coupling_entropy'))} ({_fmt(r.get('coupling_entropy_rel'))}) | "
                          f"{_fmt(r.get('ot_marginal_err'))} | "
