@@ -189,11 +189,13 @@ class Study:
 
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3))
         for i, r in enumerate(rows):
-            ax.bar(i, r["dev_cer"], color="#3182bd" if r["chosen"] else "#9ecae1")
+            reference = len(SWEEP[r["method"]]) == 1
+            ax.bar(i, r["dev_cer"], color="#bdbdbd" if reference else "#3182bd" if r["chosen"] else "#9ecae1")
             ax.text(i, r["dev_cer"], f"{r['dev_cer']:.2f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(rows)), [f"{r['method']}\n{r['variant']}" for r in rows], fontsize=7)
         ax.set_ylabel("dev CER (%)")
-        ax.set_title(f"toy sweep, dev only (seed {SWEEP_SEED}); dark = lowest dev CER", fontsize=8)
+        ax.set_title(f"toy sweep, dev only (seed {SWEEP_SEED}); dark = lowest dev CER of a method, grey = reference",
+                     fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
