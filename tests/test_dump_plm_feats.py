@@ -255,3 +255,27 @@ def test_asr_train_stops_before_training_on_an_incomplete_scp(tiny_plm_dir, tmp_
         "this data set"
     ), proc.stderr[-3000:]
     assert "KeyError" not in proc.stderr and not (tmp_path / "exp" / "1epoch.pth").exists()
+
+
+def test_masked_features_are_the_plm_state_of_each_token_masked_one_at_a_time(tiny_plm_dir, tmp_path):
+    """--masked: row j is the PLM's last state at j with only token j replaced by [MASK] (one pass per token,
+    checked against separate single-sequence passes); [CLS]/[SEP] rows are the unmasked ones."""
+    text = write_text(tmp_path / "text")
+    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "plain")])
+    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "masked"),
+                         "--masked", "true", "--batch_size", "2"])
+    plain = kaldiio.load_scp(str(tmp_path / "plain" / "feats.scp"))
+    masked = kaldiio.load_scp(str(tmp_path / "masked" / "feats.scp"))
+    branch = PLMTextBranch(str(tiny_plm_dir)).load()
+    for utt, sentence in TEXTS.items():
+        ids, _ = branch.tokenize([sentence])
+        assert masked[utt].shape == plain[utt].shape == (ids.size(1), branch.hidden_size)
+        for j in (0, ids.size(1) - 1):
+            np.testing.assert_allclose(masked[utt][j], plain[utt][j], atol=1e-5)
+        for j in range(1, ids.size(1) - 1):
+            one = ids.clone()
+            one[0, j] = branch.tokenizer.mask_token_id
+            with torch.no_grad():
+                want = branch.model(input_ids=one).last_hidden_state[0, j].numpy()
+            np.testing.assert_allclose(masked[utt][j], want, atol=1e-5)
+            assert np.abs(masked[utt][j] - plain[utt][j]).max() > 1e-3  # masking changed what the row says

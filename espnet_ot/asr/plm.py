@@ -353,6 +353,37 @@ class PLMTextBranch:
         z = z.float() * mask[..., None]
         return z, lengths
 
+    def encode_texts_masked(
+        self, texts: Sequence[str], device: Optional[torch.device] = None, chunk: int = 256
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`encode_texts`, but token j's vector is the PLM's state at j with token j replaced by [MASK].
+
+        Z_L of an unmasked token mostly encodes the token itself (what the CTC labels already say); the masked
+        state is the PLM's expectation of position j from its context alone (an extension of ours, not in the
+        papers). [CLS] and [SEP] keep their unmasked states. One PLM pass per token, ``chunk`` sequences at once.
+        """
+        z, lengths = self.encode_texts(texts, device)
+        mask_id = self.tokenizer.mask_token_id
+        if mask_id is None:
+            raise ValueError(f"{self.field}: the PLM's tokenizer has no [MASK] token; masked Z_L needs one")
+        ids, _ = self.tokenize(texts)
+        ids = ids.to(z.device)
+        pad = torch.arange(ids.size(1), device=z.device)[None, :] < lengths[:, None]
+        rows = [(b, j) for b in range(ids.size(0)) for j in range(1, int(lengths[b]) - 1)]
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            b_idx = torch.tensor([b for b, _ in part], device=z.device)
+            j_idx = torch.tensor([j for _, j in part], device=z.device)
+            masked = ids[b_idx].clone()
+            masked[torch.arange(len(part), device=z.device), j_idx] = mask_id
+            att = pad[b_idx].long()
+            if self.layer == -1:
+                h = self.model(input_ids=masked, attention_mask=att).last_hidden_state
+            else:
+                h = self.model(input_ids=masked, attention_mask=att, output_hidden_states=True).hidden_states[self.layer]
+            z[b_idx, j_idx] = h[torch.arange(len(part), device=z.device), j_idx].float()
+        return z, lengths
+
     def encode_ids(
         self,
         detokenizer: TokenDetokenizer,

@@ -26,6 +26,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from espnet2.utils.types import str2bool
 
 from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch
 from espnet_ot.utils.progress import progress
@@ -61,6 +62,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--token_hf_model", default=None, help="as model_conf.token_hf_model")
     p.add_argument("--plm_layer", type=int, default=-1, help="as model_conf.plm_layer")
     p.add_argument("--plm_max_length", type=int, default=None, help="as model_conf.plm_max_length")
+    p.add_argument("--masked", type=str2bool, default=False,
+                   help="token j's Z_L with token j replaced by [MASK] (the PLM's expectation from context; "
+                   "an extension, not in the papers)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
@@ -167,7 +171,8 @@ def dump(args: argparse.Namespace) -> Tuple[int, Path]:
         ) as writer:
             chunks = batches(list(zip(utts, texts)), args.batch_size)
             for chunk in progress(chunks, total=len(utts), desc="dump_plm_feats", unit="utt", weight=len):
-                z, lengths = branch.encode_texts([t for _, t in chunk], torch.device(args.device))
+                encode = branch.encode_texts_masked if args.masked else branch.encode_texts
+                z, lengths = encode([t for _, t in chunk], torch.device(args.device))
                 z = z.cpu().numpy()
                 for b, ((utt, _), text) in enumerate(chunk):
                     mat = finite_matrix(utt, z[b, : int(lengths[b])], dtype, f"{text!r} in {args.text}")

@@ -16,7 +16,7 @@ from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, Console, JobFaile
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
 
 CRITERION = "valid.cer_ctc"
-FEATS_KINDS = ("plm", "plm_shuffled")
+FEATS_KINDS = ("plm", "plm_shuffled", "plm_masked")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Run:
     """One training: a name (its directory under exp/), a config file, a seed and the PLM features it reads.
 
     feats: ``plm`` (the dumped Z_L), ``plm_shuffled`` (Z_L permuted across utterances of equal token length:
-    the control for the PLM's knowledge) or None (a model without the OT branch).
+    the control for the PLM's knowledge), ``plm_masked`` (each token's Z_L with the token masked: the PLM's
+    expectation from context) or None (a model without the OT branch).
     """
 
     name: str
@@ -108,14 +109,15 @@ class ToyExperiment:
     def feats_scp(self, kind: str, split: str) -> Path:
         return self.dump / kind / split / "feats.scp"
 
-    def dump_feats(self, split: str) -> str:
-        """Z_L of every transcript of split, once (python -m espnet_ot.bin.dump_plm_feats)."""
-        out = self.feats_scp("plm", split).parent
+    def dump_feats(self, split: str, kind: str = "plm") -> str:
+        """Z_L (kind ``plm``) or masked Z_L (``plm_masked``) of every transcript of split, once (dump_plm_feats)."""
+        out = self.feats_scp(kind, split).parent
         if (out / "feats.scp").is_file() and (out / "lengths").is_file():
             return f"reusing {out}/feats.scp"
         cmd = [self.python, "-m", "espnet_ot.bin.dump_plm_feats", "--text", self.data / split / "text",
-               "--plm", self.plm, "--token_list", self.token_list, "--token_type", "char", "--output_dir", out]
-        run_logged(cmd, out / "dump.log", self.console, self.env(), f"plm_feats {split}")
+               "--plm", self.plm, "--token_list", self.token_list, "--token_type", "char", "--output_dir", out,
+               "--masked", str(kind == "plm_masked")]
+        run_logged(cmd, out / "dump.log", self.console, self.env(), f"{kind} {split}")
         import kaldiio
 
         lengths = {utt: int(mat.shape[0]) for utt, mat in kaldiio.load_scp_sequential(str(out / "feats.scp"))}

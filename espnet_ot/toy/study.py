@@ -38,6 +38,9 @@ METHODS: Tuple[Method, ...] = (
            {"model_conf": {"ot_weight": 0.0}}),
     # (b) is a gain the PLM's knowledge? TOT-CAKT reading another utterance's Z_L of the same token length
     Method("control_shuffled_plm", "control: TOT-CAKT, Z_L shuffled", "tot_cakt.yaml", "plm_shuffled"),
+    # our extension: TOT-CAKT whose Z_L is the PLM's expectation of each token from its context (token masked),
+    # the knowledge the homophone probe measures, instead of a code of the (already labelled) token itself
+    Method("tot_cakt_masked", "TOT-CAKT, masked Z_L (ours)", "tot_cakt.yaml", "plm_masked"),
 )
 METHOD_NAMES = tuple(m.name for m in METHODS)
 
@@ -72,6 +75,9 @@ SWEEP: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
         ("eps0.3_lambda0.6", {"model_conf": {"ctc_lambda": 0.6, "alignment_conf": {"eps": 0.3}}}),
         ("eps0.3_beta2", _conf(eps=0.3, beta=2.0)),
         ("eps0.3_s0.5", {"postencoder_conf": {"scale": 0.5}, **_conf(eps=0.3)}),
+    ),
+    "tot_cakt_masked": (
+        ("eps0.3", _conf(eps=0.3)),
     ),
     "gm_ot": (
         ("feature_edges", _conf(eps=0.1, edges="feature")),
@@ -125,6 +131,9 @@ class Study:
         if any(r.feats is not None for r in runs):
             tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"] + plm_dep),
                       Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"] + plm_dep)]
+        if any(r.feats == "plm_masked" for r in runs):
+            tasks += [Task(f"masked_{s}", self.phase(f"masked Z_L {s}", lambda s=s: x.dump_feats(s, "plm_masked")),
+                           ["data"] + plm_dep) for s in ("train", "dev")]
         if any(r.feats == "plm_shuffled" for r in runs):
             tasks.append(Task("shuffled", self.phase("shuffled Z_L", lambda: "; ".join(
                 x.shuffle_feats(s) for s in ("train", "dev"))), ["feats_train", "feats_dev"]))
@@ -135,7 +144,8 @@ class Study:
         for run in runs:
             deps = ["stats"]
             if run.feats is not None:
-                deps += ["shuffled"] if run.feats == "plm_shuffled" else ["feats_train", "feats_dev"]
+                deps += {"plm_shuffled": ["shuffled"], "plm_masked": ["masked_train", "masked_dev"]}.get(
+                    run.feats, ["feats_train", "feats_dev"])
             tasks.append(Task(f"train {run.name}", self.phase(f"train {run.name}", lambda r=run: self.x.train(r, self.train_args)), deps))
             tasks.append(Task(f"decode {run.name}", self.phase(
                 f"decode {run.name}", lambda r=run: self.x.decode(r, splits)), [f"train {run.name}"]))
@@ -189,7 +199,7 @@ class Study:
 
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3))
         for i, r in enumerate(rows):
-            reference = len(SWEEP[r["method"]]) == 1
+            reference = r["method"] == "baseline"
             ax.bar(i, r["dev_cer"], color="#bdbdbd" if reference else "#3182bd" if r["chosen"] else "#9ecae1")
             ax.text(i, r["dev_cer"], f"{r['dev_cer']:.2f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(rows)), [f"{r['method']}\n{r['variant']}" for r in rows], fontsize=7)
