@@ -48,13 +48,12 @@ METHOD_NAMES = tuple(m.name for m in METHODS)
 # trained once (seed SWEEP_SEED, not a study seed) and decoded on dev only; each variant states the values it
 # varies in full (so the sweep does not depend on conf/demo's current values); the first variant of a method was
 # its conf/demo setting before the sweep. The variant with the lowest dev CER is what conf/demo then carries (a
-# maintainer's edit, as ESPnet's conf/tuning -> conf/ choice). What is varied (one factor at a time, within the
-# budget of 11 trainings, plus the baseline at the same seed): the entropy weight eps (informative vs diffuse
-# couplings), the semi-relaxed acoustic marginal (frames may stay unmatched), the CTC weight lambda, the temporal
-# prior's weight beta, GM-OT's trade-off alpha and its edges (the adapter scale s is not swept: time), and a row
-# for the masked-Z_L extension at TOT-CAKT's setting (the paper's feature edges vs
-# half feature, half temporal; temporal edges alone, with no prior in the node cost, are symmetric under time
-# reversal and leave the coupling near uniform).
+# maintainer's edit, as ESPnet's conf/tuning -> conf/ choice). What is varied, one factor at a time within a budget
+# of 11 trainings plus the baseline at the same seed: the entropy weight eps (informative vs diffuse couplings),
+# the semi-relaxed acoustic marginal (frames may stay unmatched), the CTC weight lambda, the temporal prior's
+# weight beta, GM-OT's trade-off alpha and its edges (the paper's feature edges vs half feature, half temporal;
+# temporal edges alone, with no prior in the node cost, are symmetric under time reversal and leave the coupling
+# near uniform), and a row for the masked-Z_L extension at TOT-CAKT's setting. The adapter scale s is not swept.
 SWEEP_SEED = 100
 
 
