@@ -197,3 +197,26 @@ def test_sweep_report_marks_the_lowest_dev_cer_and_rejects_unknown_methods(tmp_p
     assert f"{variants[-1][0]} **(lowest dev CER)**" in (x.out / "sweep.md").read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="methods: control_shuffled_plm not swept"):
         study.run_sweep(["control_shuffled_plm"])
+
+
+def test_feature_identity_probe_tells_a_token_code_from_a_context_code():
+    """Rows that encode their own character are identified; rows that encode only the neighbours are not."""
+    from espnet_ot.toy.probe import feature_identity_probe
+
+    rng = np.random.default_rng(0)
+    chars = "他她们门在马妈上"
+    code = {c: rng.normal(size=16) for c in chars}
+    sentences = ["".join(rng.choice(list(chars), size=6)) for _ in range(60)]
+
+    def own(s):  # [CLS], one row per character (its code plus noise), [SEP]
+        return np.stack([np.ones(16)] + [code[c] + 0.1 * rng.normal(size=16) for c in s] + [np.ones(16)])
+
+    def context(s):  # each row: the next character's code only
+        return np.stack([np.ones(16)] + [code[s[(i + 1) % len(s)]] for i in range(len(s))] + [np.ones(16)])
+
+    r = feature_identity_probe([(s, own(s)) for s in sentences[:40]], [(s, own(s)) for s in sentences[40:]])
+    assert r["all"] == 1.0 and r["homophones"] == 1.0 and r["n"] == 120
+    r = feature_identity_probe([(s, context(s)) for s in sentences[:40]], [(s, context(s)) for s in sentences[40:]])
+    assert r["all"] < 0.5
+    with pytest.raises(ValueError, match="expected 8"):
+        feature_identity_probe([("他们在马上吗", np.zeros((3, 16)))], [])

@@ -2,8 +2,9 @@
 
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from espnet_ot.toy.errors import readings, syllables
@@ -79,3 +80,46 @@ def homophone_probe(
         }
     return result
 
+
+
+def feature_identity_probe(
+    train: Sequence[Tuple[str, np.ndarray]],
+    test: Sequence[Tuple[str, np.ndarray]],
+) -> Dict[str, float]:
+    """What a Z_L row says about its own token: nearest class-mean (cosine) identification of the character.
+
+    ``train``/``test`` are (sentence, Z_L) pairs whose Z_L has one row per character between [CLS] and [SEP].
+    The class means come from ``train``; each ``test`` row is assigned the character of the nearest mean, among
+    all characters (``all``) and among the true character's same-syllable characters only (``homophones``, over
+    the ambiguous positions). Close to 1 means Z_L is a code of the token itself, information the CTC labels
+    already carry; the PLM's knowledge of which homophone fits the context shows when the token is masked.
+    """
+    def rows(pairs):
+        chars: List[str] = []
+        mats = []
+        for sentence, z in pairs:
+            z = np.asarray(z, dtype=np.float64)
+            if z.shape[0] != len(sentence) + 2:
+                raise ValueError(f"Z_L of {sentence!r} has {z.shape[0]} rows, expected {len(sentence) + 2} "
+                                 "(one per character plus [CLS] and [SEP])")
+            chars += list(sentence)
+            mats.append(z[1:-1])
+        x = np.concatenate(mats)
+        return chars, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    train_chars, x_train = rows(train)
+    vocab = sorted(set(train_chars))
+    index = {c: i for i, c in enumerate(vocab)}
+    labels = np.array([index[c] for c in train_chars])
+    means = np.stack([x_train[labels == i].mean(0) for i in range(len(vocab))])
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    test_chars, x_test = rows(test)
+    known = [i for i, c in enumerate(test_chars) if c in index]
+    scores = x_test[known] @ means.T
+    right = [vocab[int(k)] == test_chars[i] for i, k in zip(known, scores.argmax(1))]
+    homophones = _candidates(vocab, same_tone=False)
+    amb = [(n, i) for n, i in enumerate(known) if len(homophones[test_chars[i]]) > 1]
+    right_h = [homophones[test_chars[i]][int(np.argmax(scores[n, [index[c] for c in homophones[test_chars[i]]]]))]
+               == test_chars[i] for n, i in amb]
+    return {"all": float(np.mean(right)), "homophones": float(np.mean(right_h)) if right_h else float("nan"),
+            "n": len(known), "n_homophones": len(amb)}

@@ -11,7 +11,7 @@ from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
 from espnet_ot.toy.jobs import Console, Task, run_tasks
-from espnet_ot.toy.probe import homophone_probe
+from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
 from espnet_ot.toy.text import char_counts
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
@@ -57,32 +57,42 @@ METHOD_NAMES = tuple(m.name for m in METHODS)
 SWEEP_SEED = 100
 
 
-def _conf(**alignment_conf: Any) -> Dict[str, Any]:
-    return {"model_conf": {"alignment_conf": alignment_conf}}
+def _variant(ctc_lambda: float = 0.3, **alignment_conf: Any) -> Dict[str, Any]:
+    return {"model_conf": {"ctc_lambda": ctc_lambda, "alignment_conf": alignment_conf}}
+
+
+def _ot(eps: float = 0.1) -> Dict[str, Any]:
+    """OT-BERT's swept values in full (defaults: conf/demo before the sweep)."""
+    return _variant(eps=eps)
+
+
+def _tot(ctc_lambda: float = 0.3, eps: float = 0.3, beta: float = 0.5, relax: Optional[float] = None) -> Dict[str, Any]:
+    """TOT-CAKT's swept values in full (defaults: conf/demo before the sweep)."""
+    return _variant(ctc_lambda, eps=eps, beta=beta, relax=relax)
+
+
+def _gm(eps: float = 0.1, alpha: float = 0.5, edges: str = "feature", **extra: Any) -> Dict[str, Any]:
+    """GM-OT's swept values in full (defaults: conf/demo before the sweep)."""
+    return _variant(eps=eps, alpha=alpha, edges=edges, **extra)
 
 
 SWEEP: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
     # the reference at the sweep's seed: is a variant's dev CER below the baseline's at all?
     "baseline": (("ctc_only", {}),),
-    "ot_bert": (
-        ("eps0.1", _conf(eps=0.1)),
-        ("eps0.03", _conf(eps=0.03)),
-    ),
+    "ot_bert": (("eps0.1", _ot()), ("eps0.03", _ot(eps=0.03))),
     "tot_cakt": (
-        ("eps0.3", _conf(eps=0.3)),
-        ("eps0.1", _conf(eps=0.1)),
-        ("eps0.3_relax1", _conf(eps=0.3, relax=1.0)),
-        ("eps0.3_lambda0.6", {"model_conf": {"ctc_lambda": 0.6, "alignment_conf": {"eps": 0.3}}}),
-        ("eps0.3_beta2", _conf(eps=0.3, beta=2.0)),
+        ("eps0.3", _tot()),
+        ("eps0.1", _tot(eps=0.1)),
+        ("eps0.3_relax1", _tot(relax=1.0)),
+        ("eps0.3_lambda0.6", _tot(ctc_lambda=0.6)),
+        ("eps0.3_beta2", _tot(beta=2.0)),
     ),
-    "tot_cakt_masked": (
-        ("eps0.3", _conf(eps=0.3)),
-    ),
+    "tot_cakt_masked": (("eps0.3", _tot()),),
     "gm_ot": (
-        ("feature_edges", _conf(eps=0.1, edges="feature")),
-        ("mix_edges", _conf(eps=0.1, edges="mix", edge_mix=0.5)),
-        ("feature_edges_eps0.03", _conf(eps=0.03, edges="feature")),
-        ("feature_edges_alpha0.2", _conf(eps=0.1, edges="feature", alpha=0.2)),
+        ("feature_edges", _gm()),
+        ("mix_edges", _gm(edges="mix", edge_mix=0.5)),
+        ("feature_edges_eps0.03", _gm(eps=0.03)),
+        ("feature_edges_alpha0.2", _gm(alpha=0.2)),
     ),
 }
 
@@ -303,8 +313,8 @@ class Study:
         study_dir = x.out
         summary_probe = self.probe()
         (study_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        (study_dir / "RESULTS.md").write_text(self.markdown(summary, len(utts), sum(lens), summary_probe),
-                                              encoding="utf-8")
+        (study_dir / "RESULTS.md").write_text(self.markdown(summary, len(utts), sum(lens), summary_probe,
+                                                            self.feature_probe()), encoding="utf-8")
         self.figure(summary, study_dir / "cer.png")
         self.console.raw((study_dir / "RESULTS.md").read_text(encoding="utf-8"))
         return summary
@@ -325,8 +335,26 @@ class Study:
         path.write_text(json.dumps(result, indent=1), encoding="utf-8")
         return result
 
+    def feature_probe(self) -> Dict[str, Any]:
+        """:func:`feature_identity_probe` of each dumped Z_L kind (class means on train, scored on dev; cached)."""
+        import kaldiio
+
+        path = self.x.out / "zl_probe.json"
+        result = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for kind in ("plm", "plm_masked"):
+            if kind in result or not all(self.x.feats_scp(kind, s).is_file() for s in ("train", "dev")):
+                continue
+            pairs = {}
+            for split in ("train", "dev"):
+                feats = kaldiio.load_scp(str(self.x.feats_scp(kind, split)))
+                pairs[split] = [(text, feats[utt]) for utt, text in sorted(self.x.refs(split).items())]
+            result[kind] = feature_identity_probe(pairs["train"], pairs["dev"])
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        return result
+
     @staticmethod
-    def markdown(summary: Dict[str, Any], n_utts: int, n_chars: int, probe: Dict[str, Any]) -> str:
+    def markdown(summary: Dict[str, Any], n_utts: int, n_chars: int, probe: Dict[str, Any],
+                 zl_probe: Optional[Dict[str, Any]] = None) -> str:
         seeds = summary["baseline"]["seeds"]
         lines = [
             "# Toy experiment: test CER" + (" over seeds" if len(seeds) > 1 else f" (one seed: {seeds[0]})"), "",
@@ -373,6 +401,15 @@ class Study:
         if probe.get("masked_char_accuracy") is not None:
             lines.append(f"- held-out masked-character accuracy {100 * probe['masked_char_accuracy']:.1f}% vs "
                          f"{100 * probe['unigram_accuracy']:.1f}% for the unigram guess")
+        names = {"plm": "Z_L (as the papers: the token visible)", "plm_masked": "masked Z_L (the token masked)"}
+        if zl_probe:
+            lines += ["", "What Z_L says about its own token (dev rows, nearest train class mean by cosine): a code "
+                      "of the token itself carries what the CTC labels already say; the PLM's knowledge of which "
+                      "homophone fits shows only when the token is masked:", "",
+                      "| features | character identified | among its same-syllable characters |", "|---|---:|---:|"]
+            for kind, r in zl_probe.items():
+                lines.append(f"| {names.get(kind, kind)} | {100 * r['all']:.1f}% ({r['n']}) | "
+                             f"{100 * r['homophones']:.1f}% ({r['n_homophones']}) |")
         if len(seeds) == 1:
             lines += ["", "One seed shows the pipeline, not the effect: the evidence over seeds, with the controls, "
                       "is the study (`python -m espnet_ot.bin.study`, docs/results/toy_study.md)."]
