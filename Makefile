@@ -25,7 +25,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo
 
-# The toy study: first the dev-only sweep (13 trainings), then 3 seeds x 4 systems + 2 controls (conf/demo, which
+# The toy study: first the dev-only sweep (11 trainings), then 3 seeds x 4 systems + 2 controls (conf/demo, which
 # carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
 sweep: $(STAMP)
 	$(PY) -m espnet_ot.bin.sweep
