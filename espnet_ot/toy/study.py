@@ -1,7 +1,9 @@
 """The toy study: a dev-only settings sweep, then seeds x methods with controls, CIs and an error decomposition."""
 
+import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
-from espnet_ot.toy.jobs import Console, Task, run_tasks
+from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
 from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
 from espnet_ot.toy.text import char_counts
 
@@ -440,6 +442,23 @@ class Study:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+
+
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """The options the sweep and the study CLIs share: where they write, the toy world's cache, configs, jobs."""
+    p.add_argument("--out", type=Path, default=Path("exp/study"), help="data, dumps, experiments and reports")
+    p.add_argument("--cache", type=Path, default=Path("exp/toy_world"), help="the toy corpus and PLM (built once)")
+    p.add_argument("--conf_dir", type=Path, default=REPO_CONF, help="the systems' base configs (conf/demo)")
+    p.add_argument("--jobs", type=int, default=2, help="trainings at once (each gets cores/jobs threads)")
+
+
+def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
+    """fn(); a failed job or a bad path/option ends the program with one line ``<prog>: error: ...``."""
+    try:
+        fn()
+    except (JobFailed, FileNotFoundError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def open_study(out: Path, cache: Path, conf_dir: Path = REPO_CONF, jobs: int = 2,
