@@ -220,3 +220,29 @@ def test_feature_identity_probe_tells_a_token_code_from_a_context_code():
     assert r["all"] < 0.5
     with pytest.raises(ValueError, match="expected 8"):
         feature_identity_probe([("他们在马上吗", np.zeros((3, 16)))], [])
+
+
+def test_report_finished_skips_unfinished_seeds_and_needs_a_baseline(tmp_path, capsys):
+    import json
+
+    from espnet_ot.toy.study import Study
+
+    refs = {f"u{i}": "他们在马上" for i in range(10)}
+    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    x = study.x
+    for split in ("dev", "test"):
+        (x.data / split).mkdir(parents=True)
+        (x.data / split / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+    x.out.mkdir(parents=True, exist_ok=True)
+    probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
+    (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
+    runs = study.study_runs([1, 2], ["baseline", "tot_cakt"])
+    with pytest.raises(ValueError, match="no finished baseline"):
+        study.report_finished([1, 2], ["baseline", "tot_cakt"])
+    for r in runs["baseline"] + runs["tot_cakt"][:1]:  # tot_cakt seed 2 unfinished
+        for split in ("dev", "test"):
+            x.hyp_file(r, split).parent.mkdir(parents=True, exist_ok=True)
+            x.hyp_file(r, split).write_text("".join(f"{u} 他们在妈上\n" for u in refs), encoding="utf-8")
+    summary = study.report_finished([1, 2], ["baseline", "tot_cakt"])
+    assert summary["baseline"]["seeds"] == [1, 2] and summary["tot_cakt"]["seeds"] == [1]
+    assert "tot_cakt: seeds [2] not finished" in capsys.readouterr().out

@@ -23,6 +23,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
     p.add_argument("--control_seeds", type=int, nargs="+", default=None, help="seeds of the controls (default: --seeds)")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    p.add_argument("--report_only", action="store_true",
+                   help="train nothing: report the finished runs (and say which seeds are missing)")
     return p
 
 
@@ -30,8 +32,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point."""
     args = get_parser().parse_args(argv)
     console = Console("study")
-    run_or_exit("study", lambda: open_study(args.out, args.cache, args.conf_dir, args.jobs, console).run_study(
-        args.seeds, args.methods, control_seeds=args.control_seeds))
+
+    def go():
+        study = open_study(args.out, args.cache, args.conf_dir, args.jobs, console)
+        if args.report_only:
+            study.report_finished(args.seeds, args.methods, control_seeds=args.control_seeds)
+        else:
+            study.run_study(args.seeds, args.methods, control_seeds=args.control_seeds)
+
+    run_or_exit("study", go)
 
 
 if __name__ == "__main__":

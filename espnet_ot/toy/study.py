@@ -280,6 +280,21 @@ class Study:
         run_tasks(tasks, self.jobs, self.console)
         return self.report(runs)
 
+    def report_finished(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
+                        control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+        """:meth:`report` of the runs whose dev and test are decoded (nothing is trained); says what is missing."""
+        runs = self.study_runs(seeds, methods, control_seeds)
+        done = {name: [r for r in rs if all(self.x.hyp_file(r, s).is_file() for s in ("dev", "test"))]
+                for name, rs in runs.items()}
+        for name, rs in runs.items():
+            missing = [r.seed for r in rs if r not in done[name]]
+            if missing:
+                self.console.line(f"report: {name}: seeds {missing} not finished, reported without them")
+        done = {name: rs for name, rs in done.items() if rs}
+        if "baseline" not in done:
+            raise ValueError("methods: no finished baseline run to compare with; run the study first")
+        return self.report(done)
+
     def report(self, runs: Dict[str, List[Run]]) -> Dict[str, Any]:
         """RESULTS.md, summary.json and cer.png of finished runs (each method with its own seeds)."""
         x = self.x
