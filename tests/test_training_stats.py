@@ -8,10 +8,10 @@ from training_log import check_training_stats, epoch_results
 HEAD = "[host] 2026-01-01 10:00:00,000 (trainer:394) INFO: "
 OT_LINE = (
     "{e}epoch results: [train] iter_time=0.012, forward_time=0.2, loss_ctc=81.2, loss_att=nan, acc=nan, cer=nan, "
-    "wer=nan, cer_ctc=nan, loss=30.1, loss_ot={ot}, loss_align=2.1, band_mass={band}, coupling_entropy=3.2, "
+    "wer=nan, cer_ctc=nan, loss=30.1, loss_ot={ot}, loss_align=2.1, band_mass={band}, coupling_entropy=3.2, coupling_entropy_rel=0.7, "
     "optim_step_time=0.01, optim0_lr0=1.0e-03, train_time=0.3, time=1 minute and 2.3 seconds, total_count=3, "
     "gpu_max_cached_mem_GB=0.0, [valid] loss_ctc=90.1, cer_ctc=0.9, loss_att=nan, acc=nan, cer=nan, wer=nan, "
-    "loss=32.0, loss_ot=1.1, loss_align=2.0, band_mass=0.5, coupling_entropy=3.1, time=0.2 seconds, total_count=2"
+    "loss=32.0, loss_ot=1.1, loss_align=2.0, band_mass=0.5, coupling_entropy=3.1, coupling_entropy_rel=0.6, time=0.2 seconds, total_count=2"
 )
 BASE_LINE = (
     "{e}epoch results: [train] iter_time=0.01, loss_ctc=80.0, loss_att=nan, acc=nan, cer=nan, wer=nan, "

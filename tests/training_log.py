@@ -7,7 +7,7 @@ from typing import Dict, Iterable
 EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$", re.M)
 PHASE = re.compile(r"\[(\w+)\] ")
 STAT = re.compile(r"(\w+)=([^,]+)")
-OT_STATS = ("loss_ot", "loss_align", "band_mass", "coupling_entropy")
+OT_STATS = ("loss_ot", "loss_align", "band_mass", "coupling_entropy", "coupling_entropy_rel")
 # ESPnetASRModel reports these as None for a pure-CTC model (no attention decoder); ESPnet logs None as nan.
 ESPNET_NONE = frozenset({"loss_att", "acc", "cer", "wer"})
 ESPNET_NONE_IN_TRAIN = frozenset({"cer_ctc"})  # CTC error rates are computed in validation only
