@@ -184,16 +184,21 @@ def start_python(args: Sequence[str], cwd: Path, env=None) -> subprocess.Popen:
     )
 
 
-def wait(proc: subprocess.Popen, timeout: int = 600) -> subprocess.CompletedProcess:
+# seconds a spawned interpreter may run; ESPNET_OT_TEST_TIMEOUT raises it on a heavily loaded machine
+SUBPROCESS_TIMEOUT = int(os.environ.get("ESPNET_OT_TEST_TIMEOUT", "600"))
+
+
+def wait(proc: subprocess.Popen, timeout: int = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
     """Wait for a started interpreter; CompletedProcess with its output."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
+        err += f"\nKILLED after {timeout} s (timeout; ESPNET_OT_TEST_TIMEOUT=<seconds> raises it)\n"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def run_python(args: Sequence[str], cwd: Path, timeout: int = 600, env=None):
+def run_python(args: Sequence[str], cwd: Path, timeout: int = SUBPROCESS_TIMEOUT, env=None):
     """Run `python <args>` in a fresh interpreter; return the CompletedProcess (text mode)."""
     return wait(start_python(args, cwd, env), timeout)

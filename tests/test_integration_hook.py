@@ -102,8 +102,10 @@ def _throwaway_venv(root: Path) -> Path:
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    # Dependencies (setuptools<74, wheel, ...) from the current environment, after our own files.
-    (Path(site) / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Dependencies (setuptools<74, wheel, ...) from the current environment, after our own files; every
+    # site-packages on sys.path, so that this also works in an environment layered over another (make compat).
+    deps = [p for p in sys.path if Path(p).name == "site-packages"] or [sysconfig.get_paths()["purelib"]]
+    (Path(site) / "zz_deps.pth").write_text("\n".join(deps) + "\n")
     return python
 
 

@@ -8,7 +8,7 @@ from packaging.version import Version
 
 from helpers import REPO
 
-# ESPnet releases setup.py's range covers; README.md ("ESPnet integration") says which were checked with
+# ESPnet releases setup.py's range covers; README.md ("Installation") says how each was checked with
 # .ci/check_espnet_release.sh (make compat ESPNET=...)
 SUPPORTED_ESPNET = ("202412", "202506", "202509", "202511")
 USER_ENVIRONMENT = ("espnet", "torch", "torchaudio")
@@ -48,3 +48,32 @@ def test_constraints_pin_a_set_that_install_requires_allows():
             assert req[name].specifier.contains(Version(spec.version), prereleases=True), (name, str(req[name]))
     assert pins["espnet"].specifier.contains(Version(SUPPORTED_ESPNET[-1]))
     assert "-c constraints.txt" in (REPO / "Makefile").read_text()
+
+
+def test_release_check_fails_under_ci_and_skips_loudly_otherwise(tmp_path):
+    """make compat's script: a missing prerequisite is a failure under CI=true, a skip naming the remedy elsewhere."""
+    import os
+    import subprocess
+
+    script = REPO / ".ci" / "check_espnet_release.sh"
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["BASE_PYTHON"] = str(tmp_path / "no_such_env" / "bin" / "python")
+    runs = {ci: subprocess.run(["bash", str(script), "202506", str(tmp_path / "overlay")], capture_output=True,
+                               text=True, env=dict(env, **({"CI": ci} if ci else {})), timeout=60)
+            for ci in ("true", "")}
+    assert runs["true"].returncode == 1 and "FAILED (CI=true, missing prerequisite)" in runs["true"].stderr
+    assert runs[""].returncode == 0 and "SKIPPED, missing prerequisite" in runs[""].stderr
+    for run in runs.values():
+        assert "make install" in run.stderr, run.stderr
+    assert not (tmp_path / "overlay").exists()
+
+
+def test_readme_states_the_result_of_every_supported_release():
+    """README's Installation table has one row per release setup.py's range covers; make compat's default is one."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Installation", 1)[1].split("\n## ", 1)[0]
+    for release in SUPPORTED_ESPNET:
+        assert len([l for l in section.splitlines() if l.startswith(f"| {release} |")]) == 1, release
+    (default,) = re.findall(r"^ESPNET \?= (\d+)$", (REPO / "Makefile").read_text(), flags=re.M)
+    (pin,) = _constraints()["espnet"].specifier
+    assert default in SUPPORTED_ESPNET and default != pin.version, "make compat must check another release"
