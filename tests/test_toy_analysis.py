@@ -106,18 +106,26 @@ def test_homophone_probe_counts_ambiguous_positions(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ study report
+def study_with_refs(tmp_path, n):
+    """A Study under tmp_path whose dev and test sets are n copies of one sentence (nothing trained)."""
+    from espnet_ot.toy.study import Study
+
+    refs = {f"u{i}": "他们在马上" for i in range(n)}
+    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    for split in ("dev", "test"):
+        (study.x.data / split).mkdir(parents=True)
+        (study.x.data / split / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+    return study, refs
+
+
 def test_study_report_aggregates_seeds_and_controls(tmp_path):
     """report() on hand-made decodings: per-seed CERs, pooled decomposition, CI vs baseline, summary keys."""
     import json
 
-    from espnet_ot.toy.study import METHOD_NAMES, Study
+    from espnet_ot.toy.study import METHOD_NAMES
 
-    refs = {f"u{i}": "他们在马上" for i in range(40)}
-    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    study, refs = study_with_refs(tmp_path, 40)
     x = study.x
-    for split in ("dev", "test"):
-        (x.data / split).mkdir(parents=True)
-        (x.data / split / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
     # baseline: one tone error per utterance (20% CER); every other system: none on the first half of the set
     hyp_bad, hyp_good = "他们在妈上", "他们在马上"
     runs = study.study_runs([1, 2], METHOD_NAMES)
@@ -225,14 +233,8 @@ def test_feature_identity_probe_tells_a_token_code_from_a_context_code():
 def test_report_finished_skips_unfinished_seeds_and_needs_a_baseline(tmp_path, capsys):
     import json
 
-    from espnet_ot.toy.study import Study
-
-    refs = {f"u{i}": "他们在马上" for i in range(10)}
-    study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
+    study, refs = study_with_refs(tmp_path, 10)
     x = study.x
-    for split in ("dev", "test"):
-        (x.data / split).mkdir(parents=True)
-        (x.data / split / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
     x.out.mkdir(parents=True, exist_ok=True)
     probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
     (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
