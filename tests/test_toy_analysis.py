@@ -1,6 +1,7 @@
 """CER decomposition (pypinyin), paired bootstrap CIs, the homophone probe and the study's experiment helpers."""
 
 import collections
+import json
 import random
 
 import editdistance
@@ -120,8 +121,6 @@ def study_with_refs(tmp_path, n):
 
 def test_study_report_aggregates_seeds_and_controls(tmp_path):
     """report() on hand-made decodings: per-seed CERs, pooled decomposition, CI vs baseline, summary keys."""
-    import json
-
     from espnet_ot.toy.study import METHOD_NAMES
 
     study, refs = study_with_refs(tmp_path, 40)
@@ -161,8 +160,6 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
 # ------------------------------------------------------------------------------------------ dev sweep
 def test_sweep_variants_are_valid_configs_that_differ_from_each_other(tmp_path):
     """Every variant's config passes the model's option check, and no two variants of a method coincide."""
-    import json
-
     import yaml
 
     from espnet_ot.ot.config import AlignmentConfig
@@ -182,8 +179,6 @@ def test_sweep_variants_are_valid_configs_that_differ_from_each_other(tmp_path):
 
 
 def test_sweep_report_marks_the_lowest_dev_cer_and_rejects_unknown_methods(tmp_path):
-    import json
-
     from espnet_ot.toy.study import SWEEP, Study
 
     study = Study(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8, jobs=1)
@@ -231,8 +226,6 @@ def test_feature_identity_probe_tells_a_token_code_from_a_context_code():
 
 
 def test_report_finished_skips_unfinished_seeds_and_needs_a_baseline(tmp_path, capsys):
-    import json
-
     study, refs = study_with_refs(tmp_path, 10)
     x = study.x
     x.out.mkdir(parents=True, exist_ok=True)

@@ -333,10 +333,8 @@ class PLMTextBranch:
         self._special_ok = True
 
     @torch.no_grad()
-    def encode_texts(
-        self, texts: Sequence[str], device: Optional[torch.device] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Z_L (B, Lt, d_t) float32 with zeros at padding, and lengths (B,) on `device`."""
+    def _ids(self, texts: Sequence[str], device: Optional[torch.device]):
+        """Token ids, lengths and the padding mask of texts, on the model's device (moved to `device` if given)."""
         model = self.model
         if device is not None and next(model.parameters()).device != torch.device(device):
             model.to(device)
@@ -344,14 +342,20 @@ class PLMTextBranch:
         ids, lengths = self.tokenize(texts)
         ids, lengths = ids.to(device), lengths.to(device)
         mask = torch.arange(ids.size(1), device=device)[None, :] < lengths[:, None]
+        return ids, lengths, mask
+
+    def _states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The configured layer's hidden states (B, L, d_t) for token ids with a padding mask."""
         if self.layer == -1:
-            out = model(input_ids=ids, attention_mask=mask.long())
-            z = out.last_hidden_state
-        else:
-            out = model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-            z = out.hidden_states[self.layer]
-        z = z.float() * mask[..., None]
-        return z, lengths
+            return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states[self.layer]
+
+    def encode_texts(
+        self, texts: Sequence[str], device: Optional[torch.device] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Z_L (B, Lt, d_t) float32 with zeros at padding, and lengths (B,) on `device`."""
+        ids, lengths, mask = self._ids(texts, device)
+        return self._states(ids, mask).float() * mask[..., None], lengths
 
     def encode_texts_masked(
         self, texts: Sequence[str], device: Optional[torch.device] = None, chunk: int = 256
@@ -362,26 +366,20 @@ class PLMTextBranch:
         state is the PLM's expectation of position j from its context alone (an extension of ours, not in the
         papers). [CLS] and [SEP] keep their unmasked states. One PLM pass per token, ``chunk`` sequences at once.
         """
-        z, lengths = self.encode_texts(texts, device)
         mask_id = self.tokenizer.mask_token_id
         if mask_id is None:
             raise ValueError(f"{self.field}: the PLM's tokenizer has no [MASK] token; masked Z_L needs one")
-        ids, _ = self.tokenize(texts)
-        ids = ids.to(z.device)
-        pad = torch.arange(ids.size(1), device=z.device)[None, :] < lengths[:, None]
+        ids, lengths, mask = self._ids(texts, device)
+        z = self._states(ids, mask).float() * mask[..., None]
         rows = [(b, j) for b in range(ids.size(0)) for j in range(1, int(lengths[b]) - 1)]
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             b_idx = torch.tensor([b for b, _ in part], device=z.device)
             j_idx = torch.tensor([j for _, j in part], device=z.device)
+            n = torch.arange(len(part), device=z.device)
             masked = ids[b_idx].clone()
-            masked[torch.arange(len(part), device=z.device), j_idx] = mask_id
-            att = pad[b_idx].long()
-            if self.layer == -1:
-                h = self.model(input_ids=masked, attention_mask=att).last_hidden_state
-            else:
-                h = self.model(input_ids=masked, attention_mask=att, output_hidden_states=True).hidden_states[self.layer]
-            z[b_idx, j_idx] = h[torch.arange(len(part), device=z.device), j_idx].float()
+            masked[n, j_idx] = mask_id
+            z[b_idx, j_idx] = self._states(masked, mask[b_idx])[n, j_idx].float()
         return z, lengths
 
     def encode_ids(

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_ot.toy.jobs import Console, JobFailed, Task, job_env, run_logged
-from espnet_ot.toy.study import REPO_CONF, Study
+from espnet_ot.toy.jobs import Console, Task, job_env, run_logged
+from espnet_ot.toy.study import REPO_CONF, Study, run_or_exit
 from espnet_ot.toy.world import CORPUS, PLM, TINY_CORPUS, TINY_PLM, build_corpus, build_plm
 
 SYSTEMS = ("baseline", "ot_bert", "tot_cakt", "gm_ot")
@@ -62,7 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     console = Console("demo")
     corpus_opts, plm_opts = (TINY_CORPUS, TINY_PLM) if args.tiny else (CORPUS, PLM)
     cache = (args.cache or (args.out / "cache" if args.tiny else Path("exp/toy_world"))).resolve()
-    try:
+
+    def go() -> None:
         corpus = cache / "corpus"
         study = Study(args.out, corpus, cache / "plm", plm_opts["hidden"], jobs=args.jobs, conf_dir=args.conf_dir,
                       console=console, train_args=TINY_TRAIN_ARGS if args.tiny else ())
@@ -72,11 +73,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         study.run_study([args.seed], SYSTEMS, before=[plm_task])
         runs = [study.study_runs([args.seed], [m])[m][0] for m in SYSTEMS if m != "baseline"]
         study.phase("coupling", lambda: plot_couplings(study, runs, args.num_plots, console))()
-    except (JobFailed, FileNotFoundError, ValueError) as e:
-        print(f"demo: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    console.line(f"finished: {study.x.out / 'RESULTS.md'}, {study.x.out / 'coupling'}; one seed only: the evidence "
-                 "over seeds, with controls, is docs/results/toy_study.md (python -m espnet_ot.bin.study)")
+        console.line(f"finished: {study.x.out / 'RESULTS.md'}, {study.x.out / 'coupling'}; one seed only: the "
+                     "evidence over seeds, with controls, is docs/results/toy_study.md (python -m espnet_ot.bin.study)")
+
+    run_or_exit("demo", go)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,8 @@ def dump(args: argparse.Namespace) -> Tuple[int, Path]:
             f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
         ) as writer:
             chunks = batches(list(zip(utts, texts)), args.batch_size)
+            encode = branch.encode_texts_masked if args.masked else branch.encode_texts
             for chunk in progress(chunks, total=len(utts), desc="dump_plm_feats", unit="utt", weight=len):
-                encode = branch.encode_texts_masked if args.masked else branch.encode_texts
                 z, lengths = encode([t for _, t in chunk], torch.device(args.device))
                 z = z.cpu().numpy()
                 for b, ((utt, _), text) in enumerate(chunk):

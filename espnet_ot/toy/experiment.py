@@ -111,6 +111,8 @@ class ToyExperiment:
 
     def dump_feats(self, split: str, kind: str = "plm") -> str:
         """Z_L (kind ``plm``) or masked Z_L (``plm_masked``) of every transcript of split, once (dump_plm_feats)."""
+        if kind not in ("plm", "plm_masked"):
+            raise ValueError(f"kind: dump_feats writes 'plm' or 'plm_masked', got {kind!r}")
         out = self.feats_scp(kind, split).parent
         if (out / "feats.scp").is_file() and (out / "lengths").is_file():
             return f"reusing {out}/feats.scp"

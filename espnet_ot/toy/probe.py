@@ -81,7 +81,6 @@ def homophone_probe(
     return result
 
 
-
 def feature_identity_probe(
     train: Sequence[Tuple[str, np.ndarray]],
     test: Sequence[Tuple[str, np.ndarray]],

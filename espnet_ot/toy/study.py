@@ -15,6 +15,7 @@ from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_vari
 from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
 from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
 from espnet_ot.toy.text import char_counts
+from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
 
@@ -479,8 +480,6 @@ def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
 def open_study(out: Path, cache: Path, conf_dir: Path = REPO_CONF, jobs: int = 2,
                console: Optional[Console] = None) -> Study:
     """The Study of the toy world cached in ``cache`` (corpus and PLM built there first if missing)."""
-    from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
-
     console = console or Console("study")
     corpus = build_corpus(Path(cache).resolve() / "corpus", CORPUS, console)
     plm = build_plm(Path(cache).resolve() / "plm", corpus, PLM, console)
