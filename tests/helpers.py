@@ -38,26 +38,17 @@ def make_tiny_bert(
     max_positions: int = 24,
     seed: int = 0,
 ) -> Path:
-    """Save a random BERT (BertConfig) with a character vocabulary via save_pretrained."""
+    """Save a random character BERT (the toy PLM's builder and saver, untrained) via save_pretrained."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertModel
 
-    out_dir = Path(out_dir)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars)
-    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
-    tokenizer.save_pretrained(str(out_dir))
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=max_positions,
-    )
+    from espnet_ot.toy.plm import SPECIAL_TOKENS, bert_config, save_char_bert
+
+    vocab = list(SPECIAL_TOKENS) + list(chars)
+    config = bert_config(len(vocab), hidden, layers, heads, intermediate=2 * hidden, max_positions=max_positions,
+                         dropout=0.1)
     torch.manual_seed(seed)
-    BertModel(config).save_pretrained(str(out_dir))
-    return out_dir
+    return save_char_bert(out_dir, vocab, BertModel(config), max_length=max_positions)
 
 
 def char_token_list(chars: str = CHARS) -> List[str]:

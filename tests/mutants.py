@@ -117,7 +117,7 @@ MUTANTS: Tuple[Mutant, ...] = (
            ((r"z_tilde = torch\.bmm\(gamma\.transpose\(1, 2\), h_a\.float\(\)\)",
              "z_tilde = torch.bmm(gamma.transpose(1, 2), h_a.float()) + z.float()"),),
            "barycentric projection contaminated by Z_L"),
-    Mutant("plot_ignores_alignment_conf", "espnet_ot/bin/plot_coupling.py",
+    Mutant("plot_ignores_alignment_conf", "espnet_ot/asr/coupling_plot.py",
            ((r"conf = dict\(lm\.alignment_conf\)", "conf = {}"),
             (r"cfg = lm\.alignment_config\.replace\(method=method\)", "cfg = type(lm.alignment_config)(method=method)")),
            "plot_coupling draws a coupling with default settings, not the model's"),

@@ -14,6 +14,7 @@ import soundfile
 from helpers import run_python
 
 from espnet_ot.bin import demo as demo_mod
+from espnet_ot.asr import coupling_plot
 from espnet_ot.bin import plot_coupling as plot_mod
 from espnet_ot.toy import kaldi_data
 
@@ -83,14 +84,14 @@ def test_plot_coupling_rejects_inconsistent_arguments(capsys):
     args = parser.parse_args(["--asr_train_config", "a.yaml", "b.yaml", "--asr_model_file", "a.pth",
                               "--wav", "x.wav", "--text", "好", "--output", "x.png"])
     with pytest.raises(ValueError, match="one model file per config"):
-        plot_mod.run(args)
+        coupling_plot.plot_couplings(**vars(args))
     args = parser.parse_args(["--asr_train_config", "a.yaml", "--asr_model_file", "a.pth",
                               "--wav", "x.wav", "--text", "好"])
     with pytest.raises(ValueError, match="--output"):
-        plot_mod.run(args)
-    assert plot_mod.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
-    assert plot_mod.feats_tokens("今天", 5) == ["0", "1", "2", "3", "4"]
-    assert plot_mod.display_tokens(["[CLS]", "好"], False) == ["[CLS]", "U+597D"]
+        coupling_plot.plot_couplings(**vars(args))
+    assert coupling_plot.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
+    assert coupling_plot.feats_tokens("今天", 5) == ["0", "1", "2", "3", "4"]
+    assert coupling_plot.display_tokens(["[CLS]", "好"], False) == ["[CLS]", "U+597D"]
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -13,6 +13,7 @@ from helpers import PLM_CHARS, char_token_list, make_tiny_bert, run_python, writ
 pytest.importorskip("transformers", reason="needs transformers")
 kaldiio = pytest.importorskip("kaldiio", reason="needs kaldiio")
 
+from espnet_ot.asr import plm_dump  # noqa: E402
 from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch  # noqa: E402
 from espnet_ot.bin import dump_plm_feats  # noqa: E402
 
@@ -173,10 +174,10 @@ def test_failed_rerun_keeps_the_previous_features(tiny_plm_dir, plm_without_toke
 
 
 def test_float16_overflow_is_reported(tiny_plm_dir, tmp_path):
-    big = dump_plm_feats.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float32, "x")
+    big = plm_dump.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float32, "x")
     assert big.dtype == np.float32
-    with pytest.raises(dump_plm_feats.DumpError, match="utterance u9: features overflow float16; use --dtype float32"):
-        dump_plm_feats.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float16, "x")
+    with pytest.raises(plm_dump.DumpError, match="utterance u9: features overflow float16; use --dtype float32"):
+        plm_dump.finite_matrix("u9", np.full((2, 3), 1e6, dtype=np.float32), np.float16, "x")
 
 
 # ------------------------------------------------------------------ items 11 and 12 in ESPnet's data pipeline

@@ -152,10 +152,11 @@ def test_checkpoint_contains_no_plm_weights(trained):
 
 def test_plot_coupling_takes_settings_from_the_trained_model(trained):
     """plot_coupling asks the loaded model (AlignmentConfig, PLM, specials) instead of re-reading the YAML."""
+    from espnet_ot.asr.coupling_plot import LoadedModel
     from espnet_ot.bin import plot_coupling
     from espnet_ot.ot import AlignmentConfig
 
-    lm = plot_coupling.LoadedModel(trained["exp"] / "config.yaml", trained["exp"] / "1epoch.pth", "cpu", None, None)
+    lm = LoadedModel(trained["exp"] / "config.yaml", trained["exp"] / "1epoch.pth", "cpu", None, None)
     assert lm.alignment == "tot" and lm.alignment_config == AlignmentConfig(method="tot", eps=0.5, beta=0.5)
     assert lm.plm_name == str(trained["no_plm"]) and lm.plm_layer == -1 and lm.include_special
     assert lm.frame_shift_s == 0.032  # measured on the model: hop 128 at 16 kHz, conv2d subsampling 4

@@ -29,7 +29,7 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
     import yaml
     from espnet2.tasks.asr import ASRTask
 
-    from espnet_ot.bin import plot_coupling
+    from espnet_ot.asr import coupling_plot
     from helpers import write_token_list
 
     conf = {
@@ -63,10 +63,10 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
         _, stats, _ = model(**clone(one))
     h_a, h_lens = h_a_of(model, one)
 
-    lm = plot_coupling.LoadedModel(tmp_path / "config.yaml", tmp_path / "model.pth", "cpu", None, None)
-    utt = plot_coupling.Utterance("u0", one["speech"][0].numpy(), TRANSCRIPTS[0])
+    lm = coupling_plot.LoadedModel(tmp_path / "config.yaml", tmp_path / "model.pth", "cpu", None, None)
+    utt = coupling_plot.Utterance("u0", one["speech"][0].numpy(), TRANSCRIPTS[0])
     tok = ["[CLS]"] + list(TRANSCRIPTS[0]) + ["[SEP]"]
-    panel = plot_coupling.compute_panel(lm, utt, method_of(case), z, tok, None)
+    panel = coupling_plot.compute_panel(lm, utt, method_of(case), z, tok, None)
     gamma = panel.coupling.astype(np.float64)
 
     ((_, h, zn, _),) = utterances(h_a, h_lens, one, include_special)

@@ -19,7 +19,8 @@ from training_log import check_training_stats
 
 RECIPE = REPO / "egs2" / "aishell_ot" / "asr1"
 PAPER_CONF = RECIPE / "conf"
-TOY_CONF = REPO / "conf" / "toy"
+TOY_CONF = REPO / "conf" / "demo"  # the demo's configs, also run_toy.sh's
+BASELINE = {PAPER_CONF: "train_asr_ctc_conformer.yaml", TOY_CONF: "baseline.yaml"}
 ESPNET_LINKS = ("asr.sh", "scripts", "pyscripts", "utils", "steps")
 OT_KEYS = {"postencoder", "postencoder_conf", "model", "model_conf"}
 # Paper Table 1, TOT-CAKT without pretraining: (eps = alpha~, s)
@@ -33,7 +34,7 @@ def load(path: Path) -> dict:
 
 def training_configs():
     paper = sorted(p for p in PAPER_CONF.rglob("train_*.yaml"))
-    toy = sorted(TOY_CONF.glob("train_*.yaml"))
+    toy = sorted(TOY_CONF.glob("*.yaml"))
     return paper + toy
 
 
@@ -112,8 +113,9 @@ def _without_ot(conf: dict) -> dict:
 @pytest.mark.parametrize("conf_dir", [PAPER_CONF, TOY_CONF], ids=["paper", "toy"])
 def test_methods_differ_from_baseline_only_in_model_and_adapter(conf_dir):
     """Switching method = switching YAML: frontend, encoder, optimiser and batching are the baseline's."""
-    base = load(conf_dir / "train_asr_ctc_conformer.yaml")
-    others = [p for p in conf_dir.rglob("train_*.yaml") if p.name != "train_asr_ctc_conformer.yaml"]
+    base = load(conf_dir / BASELINE[conf_dir])
+    others = [p for p in conf_dir.rglob("*.yaml") if p.name.startswith(("train_", "baseline", "gm_", "ot_", "tot_"))
+              and p.name != BASELINE[conf_dir]]
     assert len(others) >= 3
     for path in others:
         conf = load(path)
@@ -189,11 +191,11 @@ def test_config_plm_helper_matches_the_model():
 
 
 def test_shell_scripts_parse_and_run_sh_only_passes_options():
-    scripts = [RECIPE / "run.sh", RECIPE / "path.sh", RECIPE / "cmd.sh", RECIPE / "db.sh"]
+    scripts = [RECIPE / "run.sh", RECIPE / "run_toy.sh", RECIPE / "path.sh", RECIPE / "cmd.sh", RECIPE / "db.sh"]
     scripts += sorted((RECIPE / "local").glob("*.sh"))
     for script in scripts:
         subprocess.run(["bash", "-n", str(script)], check=True)
-    for script in [RECIPE / "run.sh"] + sorted((RECIPE / "local").glob("*.sh")):
+    for script in [RECIPE / "run.sh", RECIPE / "run_toy.sh"] + sorted((RECIPE / "local").glob("*.sh")):
         if script.name not in ("path.sh",):
             assert os.access(script, os.X_OK), f"{script} is not executable"
     run_sh = (RECIPE / "run.sh").read_text()
@@ -203,7 +205,7 @@ def test_shell_scripts_parse_and_run_sh_only_passes_options():
     assert re.search(r"\./asr\.sh ", code)
     assert "--inference_asr_model valid.cer_ctc.ave.pth" in code
     assert "--inference_config conf/decode_ctc.yaml" in code
-    for path in [RECIPE / "run.sh"] + list((RECIPE / "local").glob("*.sh")):
+    for path in [RECIPE / "run.sh", RECIPE / "run_toy.sh"] + list((RECIPE / "local").glob("*.sh")):
         assert not re.search(r"^\s*(\S*python\S* -m )?pip install", path.read_text(), re.M), path
 
 
@@ -259,7 +261,7 @@ def test_missing_espnet_checkout_gives_one_clear_error(tmp_path):
     recipe = copy_recipe(tmp_path / "repo")
     env = recipe_env({"ESPNET_ROOT": str(tmp_path / "no_espnet"), "HOME": str(tmp_path / "home")})
     env.pop("XDG_CACHE_HOME", None)
-    for cmd in (["local/setup_espnet.sh"], ["./run.sh", "--toy", "true"]):
+    for cmd in (["local/setup_espnet.sh"], ["./run.sh"], ["./run_toy.sh"]):
         res = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode != 0, cmd
         err = [line for line in res.stderr.splitlines() if line.strip()]
@@ -455,14 +457,18 @@ S2T_CHECK = textwrap.dedent(
 )
 
 
+# asr.sh's experiment names of the two toy configs (config name, feats_type, lang, token_type)
+BASE_TAG, TOT_TAG = "baseline_raw_zh_toy_char", "tot_cakt_raw_zh_toy_char"
+
+
 def test_toy_shell_smoke(espnet_root, request, tmp_path):
-    """./run.sh --toy true: stages 1-14 for the baseline and TOT-CAKT (config swap), with a tiny corpus and PLM."""
+    """./run_toy.sh: stages 1-14 for the baseline and TOT-CAKT (config swap), with a tiny corpus and PLM."""
     _require_tools(request, "sclite")
     recipe = copy_recipe(tmp_path / "repo")
     toy = tmp_path / "toy"
     env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
     cmd = [
-        "./run.sh", "--toy", "true", "--toy_dir", str(toy),
+        "./run_toy.sh", "--toy_dir", str(toy),
         "--toy_corpus_opts", "--num-train 120 --num-dev 16 --num-test 16 --speakers 4 1 1",
         "--toy_plm_opts", "--steps 20",
         "--test_sets", "toy_test", "--stop_stage", "14",
@@ -474,31 +480,32 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
     assert res.returncode == 0, out[-6000:]
 
     exp = recipe / "exp"
-    for tag in ("toy_train_asr_ctc_conformer", "toy_train_asr_tot_cakt"):
+    for tag in (BASE_TAG, TOT_TAG):
         results = (exp / f"asr_{tag}" / "RESULTS.md").read_text()
         assert re.search(r"### CER.*\|[^|\n]*toy_test\|16\|", results, re.S), results
         zips = list((exp / f"asr_{tag}").glob("*valid.cer_ctc.ave.zip"))
         assert len(zips) == 1, tag
-    images = exp / "asr_toy_train_asr_tot_cakt" / "images"
+    images = exp / f"asr_{TOT_TAG}" / "images"
     for name in ("loss_ot.png", "loss_align.png", "loss_ctc.png"):
         assert (images / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert not (exp / "asr_toy_train_asr_ctc_conformer" / "images" / "loss_ot.png").exists()
+    assert not (exp / f"asr_{BASE_TAG}" / "images" / "loss_ot.png").exists()
 
     # the PLM ran once per data set before training, and training read its features
     scp = next((recipe / "dump" / "plm").glob("*/toy_train/feats.scp"))
     n_train = len((recipe / "dump" / "raw" / "toy_train" / "text").read_text().splitlines())
     assert len(scp.read_text().splitlines()) == n_train
-    train_log = (exp / "asr_toy_train_asr_tot_cakt" / "train.log").read_text()
-    assert "feats.scp,plm_feats,kaldi_ark" in train_log
+    train_log = (exp / f"asr_{TOT_TAG}" / "train.log").read_text()
+    # the training data set ESPnet built (its log) reads the dumped Z_L (stage 11's config names it)
+    assert re.search(r'plm_feats: \{"path": "[^"]*/toy_train/feats\.scp", "type": "kaldi_ark"\}', train_log), train_log
     assert "Loaded frozen PLM" not in train_log  # the PLM never ran inside training: the dumped Z_L was used
     # every statistic finite in every epoch, band_mass in [0, 1], OT statistics only for the OT model
     check_training_stats(train_log, ot=True)
-    check_training_stats((exp / "asr_toy_train_asr_ctc_conformer" / "train.log").read_text(), ot=False)
+    check_training_stats((exp / f"asr_{BASE_TAG}" / "train.log").read_text(), ot=False)
 
     # stage 14's package loads in a fresh process, with the PLM gone (inference never needs it)
     shutil.move(str(toy / "plm"), str(toy / "plm_moved"))
     wav = (recipe / "dump" / "raw" / "toy_test" / "wav.scp").read_text().split()[1]
-    zip_path = next((exp / "asr_toy_train_asr_tot_cakt").glob("*.zip"))
+    zip_path = next((exp / f"asr_{TOT_TAG}").glob("*.zip"))
     res = subprocess.run(
         [PYTHON, "-c", S2T_CHECK, str(zip_path), str(tmp_path / "unpacked"), str(recipe / wav)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

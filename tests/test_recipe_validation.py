@@ -1,4 +1,4 @@
-"""run.sh misuse fails in one line; toy-cache options that cannot apply are reported, never silently dropped."""
+"""run.sh / run_toy.sh misuse fails in one line; toy-cache options that cannot apply are reported, never silently dropped."""
 
 import json
 import subprocess
@@ -44,9 +44,9 @@ def test_toy_options_on_a_reused_cache_are_reported(recipe, tmp_path):
     env = recipe_env({"ESPNET_ROOT": str(root)})
 
     def run(*opts):
-        # a missing --asr_config stops run.sh right after the toy step, before any stage
+        # a missing --asr_config stops run_toy.sh right after the toy step, before any stage
         res = subprocess.run(
-            ["./run.sh", "--toy", "true", "--toy_dir", str(toy), "--asr_config", "no_such.yaml", *opts],
+            ["./run_toy.sh", "--toy_dir", str(toy), "--asr_config", "no_such.yaml", *opts],
             cwd=recipe, env=env, capture_output=True, text=True, timeout=600,
         )
         assert res.returncode == 1 and "--asr_config no_such.yaml does not exist" in res.stderr, res.stderr
@@ -68,4 +68,5 @@ def _ci() -> bool:
 
 
 def test_run_sh_still_parses():
-    subprocess.run(["bash", "-n", str(REPO / "egs2" / "aishell_ot" / "asr1" / "run.sh")], check=True)
+    for script in ("run.sh", "run_toy.sh"):
+        subprocess.run(["bash", "-n", str(REPO / "egs2" / "aishell_ot" / "asr1" / script)], check=True)

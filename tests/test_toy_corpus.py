@@ -13,7 +13,7 @@ from espnet_ot.bin import make_toy_corpus
 from espnet_ot.toy import speech, text
 
 SPLITS = ("train", "dev", "test")
-TINY = ["--num-train", "6", "--num-dev", "2", "--num-test", "3", "--speakers", "2", "1", "1", "--seed", "7"]
+TINY = ["--num_train", "6", "--num_dev", "2", "--num_test", "3", "--speakers", "2", "1", "1", "--seed", "7"]
 
 
 def _wavs(root: Path):

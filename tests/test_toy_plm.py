@@ -5,22 +5,15 @@ import os
 import pytest
 import torch
 
-from espnet_ot.bin import pretrain_toy_plm as plm
-from espnet_ot.toy import text
+from espnet_ot.bin import pretrain_toy_plm as plm_cli
+from espnet_ot.toy import plm, text
 
 
 def _tiny_bert(vocab_size: int = 40):
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
+    config = plm.bert_config(vocab_size, hidden=16, layers=1, heads=2, intermediate=32, max_positions=32, dropout=0.1)
     return BertForMaskedLM(config).eval()
 
 
@@ -175,7 +168,7 @@ def test_pretrain_saves_loadable_model_and_reuses(tmp_path, monkeypatch):
 
 def test_cli_errors(tmp_path):
     with pytest.raises(SystemExit, match="corpus"):
-        plm.main(["--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing"), "--steps", "1"])
+        plm_cli.main(["--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing"), "--steps", "1"])
     with pytest.raises(SystemExit, match="heads"):
-        plm.main(["--out", str(tmp_path / "y"), "--hidden", "30", "--heads", "4", "--steps", "1"])
+        plm_cli.main(["--out", str(tmp_path / "y"), "--hidden", "30", "--heads", "4", "--steps", "1"])
     assert not os.path.exists(tmp_path / "y")

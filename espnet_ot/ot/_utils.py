@@ -105,11 +105,6 @@ def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return m / m.sum(-1, keepdim=True).clamp_min(1.0)
 
 
-def lengths(mask: torch.Tensor) -> torch.Tensor:
-    """True lengths (number of real positions) of a (B, L) bool mask, shape (B,)."""
-    return mask.sum(-1)
-
-
 def ranks(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """1-based rank of every real position among the real positions of its row (0 on padding), (B, L).
 

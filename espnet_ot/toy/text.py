@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
+from espnet_ot.toy.kaldi_data import SPLITS, TRANSCRIPT_REL, read_transcripts
+
 NEWS_PARTS: Tuple[str, ...] = ("train", "dev", "test")
 NEWS_FIELDS: Tuple[str, ...] = ("title", "content")
-SPLITS: Tuple[str, ...] = ("train", "dev", "test")
 
 # Clause boundaries: sentence-final and clause punctuation (full and half width) and whitespace.
 _CLAUSE_SPLIT = re.compile(r"[。！？；，、：!?;,:\s\u3000]+")
@@ -140,17 +141,6 @@ def select_corpus_sentences(
     return out
 
 
-def read_aishell_transcript(path: Union[str, Path]) -> Dict[str, str]:
-    """Read an AISHELL transcript (`UTT w1 w2 ...` per line) into {utt: text without spaces}."""
-    out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if parts:
-                out[parts[0]] = "".join(parts[1:])
-    return out
-
-
 def read_aishell_split_sentences(corpus_dir: Union[str, Path]) -> Dict[str, List[str]]:
     """Sentences of each split of an AISHELL-layout corpus (toy or real), found from its wav tree and transcript.
 
@@ -159,12 +149,12 @@ def read_aishell_split_sentences(corpus_dir: Union[str, Path]) -> Dict[str, List
     root = Path(corpus_dir)
     if (root / "data_aishell").is_dir():
         root = root / "data_aishell"
-    transcript = root / "transcript" / "aishell_transcript_v0.8.txt"
+    transcript = root.parent / TRANSCRIPT_REL
     if not transcript.is_file():
         raise FileNotFoundError(
             f"corpus: {transcript} not found; pass the directory made by `python -m espnet_ot.bin.make_toy_corpus`"
         )
-    texts = read_aishell_transcript(transcript)
+    texts = read_transcripts(transcript)
     out: Dict[str, List[str]] = {}
     for split in SPLITS:
         utts = sorted(p.stem for p in (root / "wav" / split).glob("*/*.wav"))

@@ -24,7 +24,7 @@ TINY_PLM: Dict[str, Any] = dict(layers=1, hidden=32, heads=2, mask_prob=0.25, lr
 def _flags(options: Dict[str, Any]) -> list:
     out = []
     for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
+        flag = f"--{key}"
         out += [flag, *map(str, value)] if isinstance(value, (tuple, list)) else [flag, str(value)]
     return out
 
@@ -32,7 +32,7 @@ def _flags(options: Dict[str, Any]) -> list:
 def build_corpus(dst: Path, options: Dict[str, Any], console: Console, threads: int = 2) -> Path:
     """python -m espnet_ot.bin.make_toy_corpus (reused when dst holds one made with the same options)."""
     cmd = [sys.executable, "-m", "espnet_ot.bin.make_toy_corpus", "--out", dst, *_flags(options),
-           "--num-workers", str(max(1, threads)), "--force"]
+           "--num_workers", str(max(1, threads)), "--force"]
     run_logged(cmd, dst.parent / "log" / "corpus.log", console, job_env(threads), "corpus",
                echo=lambda l: l.startswith("make_toy_corpus:"))
     return dst
