@@ -68,6 +68,18 @@ def test_mean_sd_is_the_sample_statistic():
     assert bootstrap.mean_sd([5.0]) == (5.0, 0.0)
 
 
+def test_seed_paired_t_interval_pairs_seeds_and_needs_two():
+    base = {1: 30.0, 2: 31.0, 3: 29.0}
+    # per-seed differences -2, -1, 0: mean -1, sd 1, t(0.975, 2) = 4.3027 -> half width 4.3027 / sqrt(3)
+    r = bootstrap.seed_paired_t_interval(base, {1: 28.0, 2: 30.0, 3: 29.0, 4: 10.0})
+    assert r["n"] == 3 and r["diff"] == pytest.approx(-1.0)
+    assert (r["low"], r["high"]) == pytest.approx((-1 - 2.4841, -1 + 2.4841), abs=1e-3)
+    # pairing matters: the same values under other seeds give another interval
+    swapped = bootstrap.seed_paired_t_interval(base, {1: 29.0, 2: 30.0, 3: 28.0})
+    assert swapped["diff"] == pytest.approx(-1.0) and swapped["high"] - swapped["low"] < r["high"] - r["low"]
+    assert bootstrap.seed_paired_t_interval(base, {1: 28.0, 5: 20.0}) is None
+
+
 # ------------------------------------------------------------------------------------------ experiment helpers
 def test_shuffle_swaps_only_equal_lengths_and_moves_everyone_it_can():
     lengths = {f"u{i}": 5 + i % 3 for i in range(30)}

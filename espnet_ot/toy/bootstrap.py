@@ -1,6 +1,6 @@
 """Seed statistics and the paired bootstrap confidence interval of a CER difference, pooled over seeds."""
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,3 +57,24 @@ def paired_bootstrap_cer_diff(
         "high": float(high),
         "p_below_zero": float((diffs < 0).mean()),
     }
+
+
+def seed_paired_t_interval(
+    cer_a: Mapping[int, float], cer_b: Mapping[int, float], level: float = 0.95
+) -> Optional[Dict[str, float]]:
+    """Student-t interval of the mean over seeds of CER(b) - CER(a), paired by training seed.
+
+    Where :func:`paired_bootstrap_cer_diff` resamples test utterances (how sure the difference is for these
+    trained models), this interval resamples nothing but treats the seeds as the sample: it contains the
+    spread of training runs, which is what a claim that a method helps must survive. ``cer_a``/``cer_b`` map
+    seed -> test CER; only the seeds both have count. Returns ``diff``, ``low``, ``high`` and ``n`` (seeds),
+    or None with fewer than two shared seeds.
+    """
+    from scipy import stats
+
+    seeds = sorted(set(cer_a) & set(cer_b))
+    if len(seeds) < 2:
+        return None
+    d = np.array([cer_b[s] - cer_a[s] for s in seeds], dtype=np.float64)
+    half = stats.t.ppf(0.5 + level / 2.0, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(seeds)}

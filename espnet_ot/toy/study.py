@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff
+from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff, seed_paired_t_interval
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
 from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
@@ -333,6 +333,10 @@ class Study:
                 entry["diff_vs_baseline_ci95"] = [ci["low"], ci["high"]]
                 entry["relative_change"] = ci["diff"] / summary["baseline"]["test_cer_mean"]
                 entry["p_below_zero"] = ci["p_below_zero"]
+                by_seed = seed_paired_t_interval(dict(zip(summary["baseline"]["seeds"], summary["baseline"]["test_cer_per_seed"])),
+                                                 dict(zip(entry["seeds"], entry["test_cer_per_seed"])))
+                entry["diff_over_seeds"] = by_seed and by_seed["diff"]
+                entry["diff_over_seeds_ci95"] = by_seed and [by_seed["low"], by_seed["high"]]
             summary[name] = entry
         study_dir = x.out
         summary_probe = self.probe()
@@ -384,16 +388,21 @@ class Study:
             "# Toy experiment: test CER" + (" over seeds" if len(seeds) > 1 else f" (one seed: {seeds[0]})"), "",
             f"Greedy CTC on the {n_utts} test utterances ({n_chars} characters) of each seed's averaged model "
             f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']} (per system below). CI: paired bootstrap over test "
-            "utterances of the seed-averaged error counts (10000 draws), difference to the baseline in CER points.", "",
-            "| system | test CER mean ± sd | dev CER mean ± sd | diff vs baseline [95% CI] | relative | test CER per seed (seed: CER) |",
-            "|---|---:|---:|---:|---:|---|",
+            "utterances of the seed-averaged error counts (10000 draws), difference to the baseline in CER points. "
+            "Over seeds: mean of the per-seed differences (same seed) with its Student-t 95% interval, which "
+            "contains the spread of training runs (the bootstrap CI does not).", "",
+            "| system | test CER mean ± sd | dev CER mean ± sd | diff vs baseline [95% CI] | relative | "
+            "diff over seeds [95% t-interval] | test CER per seed (seed: CER) |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for name, e in summary.items():
             diff = "—" if name == "baseline" else (
                 f"{e['diff_vs_baseline']:+.2f} [{e['diff_vs_baseline_ci95'][0]:+.2f}, {e['diff_vs_baseline_ci95'][1]:+.2f}]")
             rel = "—" if name == "baseline" else f"{100 * e['relative_change']:+.1f}%"
+            over = e.get("diff_over_seeds_ci95")
+            over = "—" if not over else f"{e['diff_over_seeds']:+.2f} [{over[0]:+.2f}, {over[1]:+.2f}]"
             lines.append(f"| {e['title']} | {e['test_cer_mean']:.2f} ± {e['test_cer_sd']:.2f} | "
-                         f"{e['dev_cer_mean']:.2f} ± {e['dev_cer_sd']:.2f} | {diff} | {rel} | "
+                         f"{e['dev_cer_mean']:.2f} ± {e['dev_cer_sd']:.2f} | {diff} | {rel} | {over} | "
                          f"{', '.join(f'{k}: {c:.2f}' for k, c in zip(e['seeds'], e['test_cer_per_seed']))} |")
         lines += ["", "Error decomposition (test, pooled over seeds, CER points): homophone = same syllable and tone, "
                   "tone = same syllable other tone (both fixable by a language model), other substitution, deletion, "
