@@ -119,38 +119,12 @@ def tiny_model_kwargs(
 ) -> Dict:
     """Constructor kwargs shared by ESPnetASRModel and ESPnetOTModel: a seeded tiny conformer-CTC
     on features (no frontend), with the cakt_adapter postencoder unless plm_dim is None."""
-    import torch
-    from espnet2.asr.ctc import CTC
-    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+    from espnet_ot.asr.model_parts import conformer_ctc_kwargs
 
-    from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
-
-    torch.manual_seed(seed)
-    encoder = ConformerEncoder(
-        input_size=input_size,
-        output_size=d_model,
-        attention_heads=2,
-        linear_units=64,
-        num_blocks=blocks,
-        dropout_rate=0.0,
-        positional_dropout_rate=0.0,
-        attention_dropout_rate=0.0,
-        input_layer="conv2d",
-        cnn_module_kernel=7,
-    )
-    return dict(
-        vocab_size=len(token_list),
-        token_list=list(token_list),
-        frontend=None,
-        specaug=None,
-        normalize=None,
-        preencoder=None,
-        encoder=encoder,
-        postencoder=CAKTAdapter(input_size=d_model, plm_dim=plm_dim) if plm_dim else None,
-        decoder=None,
-        ctc=CTC(odim=len(token_list), encoder_output_size=d_model),
-        joint_network=None,
-    )
+    encoder_conf = dict(output_size=d_model, attention_heads=2, linear_units=64, num_blocks=blocks, dropout_rate=0.0,
+                        positional_dropout_rate=0.0, attention_dropout_rate=0.0, input_layer="conv2d",
+                        cnn_module_kernel=7)
+    return conformer_ctc_kwargs(token_list, input_size, encoder_conf, plm_dim=plm_dim, seed=seed)
 
 
 def build_tiny_ot_model(

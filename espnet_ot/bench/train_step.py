@@ -57,56 +57,24 @@ def model_config(args: argparse.Namespace) -> Dict:
 def build_model(args: argparse.Namespace, kind: str, alignment: str = "none"):
     """kind 'baseline': ESPnetASRModel (no adapter); kind 'ot': ESPnetOTModel with cakt_adapter."""
     with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints a flash-attention notice
-        from espnet2.asr.ctc import CTC
-        from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
         from espnet2.asr.espnet_model import ESPnetASRModel
         from espnet2.asr.frontend.default import DefaultFrontend
 
         from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
-        from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+        from espnet_ot.asr.model_parts import conformer_ctc_kwargs
 
-    torch.manual_seed(args.seed)
     token_list = ["<blank>", "<unk>"] + [f"t{i}" for i in range(args.vocab - 3)] + ["<sos/eos>"]
     frontend = DefaultFrontend(fs=16000, n_fft=512, win_length=400, hop_length=160, n_mels=args.n_mels)
-    encoder = ConformerEncoder(
-        input_size=args.n_mels,
-        output_size=args.d_model,
-        attention_heads=args.heads,
-        linear_units=args.ffn,
-        num_blocks=args.blocks,
-        input_layer="conv2d",
-        macaron_style=True,
-        rel_pos_type="latest",
-        pos_enc_layer_type="rel_pos",
-        selfattention_layer_type="rel_selfattn",
-        activation_type="swish",
-        use_cnn_module=True,
-        cnn_module_kernel=args.kernel,
-    )
-    ctc = CTC(odim=len(token_list), encoder_output_size=args.d_model)
-    common = dict(
-        vocab_size=len(token_list),
-        token_list=token_list,
-        frontend=frontend,
-        specaug=None,
-        normalize=None,
-        preencoder=None,
-        encoder=encoder,
-        decoder=None,
-        ctc=ctc,
-        joint_network=None,
-        report_cer=False,
-        report_wer=False,
-    )
+    encoder_conf = dict(output_size=args.d_model, attention_heads=args.heads, linear_units=args.ffn,
+                        num_blocks=args.blocks, input_layer="conv2d", macaron_style=True, rel_pos_type="latest",
+                        pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn", activation_type="swish",
+                        use_cnn_module=True, cnn_module_kernel=args.kernel)
+    parts = conformer_ctc_kwargs(token_list, args.n_mels, encoder_conf, plm_dim=args.plm_dim if kind != "baseline" else None,
+                                 frontend=frontend, seed=args.seed)
+    parts.update(report_cer=False, report_wer=False)
     if kind == "baseline":
-        return ESPnetASRModel(postencoder=None, ctc_weight=1.0, **common)
-    adapter = CAKTAdapter(input_size=args.d_model, plm_dim=args.plm_dim)
-    return ESPnetOTModel(
-        postencoder=adapter,
-        alignment=alignment,
-        alignment_conf=ALIGNMENT_CONFS.get(alignment, {}),
-        **common,
-    )
+        return ESPnetASRModel(ctc_weight=1.0, **parts)
+    return ESPnetOTModel(alignment=alignment, alignment_conf=ALIGNMENT_CONFS.get(alignment, {}), **parts)
 
 
 def make_batch(args: argparse.Namespace, with_plm_feats: bool = True) -> Dict[str, torch.Tensor]:
