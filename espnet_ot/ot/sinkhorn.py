@@ -50,8 +50,8 @@ def sinkhorn(
     utterance's block is redone with exact log-domain (logsumexp) updates.
 
     Stopping rule: per utterance, the L1 error of the column marginal (rows are exact after each update)
-    below ``tol``, checked every ``check_every`` iterations at the target :math:`\varepsilon` (one host
-    synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
+    below ``tol``, checked after 3, 6 and 10 iterations at the target :math:`\varepsilon`, then every
+    ``check_every`` (one host synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
     batch neighbours. ``max_iter`` is a safety cap on the iterations at the target :math:`\varepsilon`;
     reaching it with some error above ``tol`` warns once (``warnings.warn``) with the worst error.
     Computation is in float32 (float64 for float64 costs), also inside ``torch.autocast`` regions.
