@@ -339,12 +339,21 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     C = torch.where(pair, C, fill[:, None, None])
     lo, hi = torch.aminmax(C.reshape(B, -1), dim=1)
     bad = active & ~(torch.isfinite(lo) & torch.isfinite(hi))
-    any_active, any_bad = torch.stack([active.any(), bad.any()]).tolist()  # one host synchronisation
+    any_active, all_active, any_bad = torch.stack([active.any(), active.all(), bad.any()]).tolist()  # one sync
     if any_bad:
         check_finite("cost", C_in, pair)  # raises, naming the first utterance concerned
     if not any_active:
         log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
         return torch.zeros_like(C), log
+    if not all_active:  # empty utterances (no real frame or token) get a zero coupling; the others are solved alone
+        idx = active.nonzero(as_tuple=True)[0]
+        coupling, log = _sinkhorn_core(
+            C_in[idx], mx[idx], my[idx], eps, taus, reg_type, max_iter, tol, check_every,
+            None if init is None else (init[0][idx], init[1][idx]), eps_scaling, eps_init, stage_iter, newton_steps,
+        )
+        full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
+        log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
+        return torch.zeros_like(C_in).index_put_((idx,), coupling), log
     lo, hi = torch.where(active, lo, torch.zeros_like(lo)), torch.where(active, hi, torch.zeros_like(hi))
     act_x, act_y = mx & active.unsqueeze(1), my & active.unsqueeze(1)
     # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
