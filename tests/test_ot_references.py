@@ -177,6 +177,22 @@ def test_gmot_value_and_coupling_match_pot_entropic_fgw(edges, alpha, eps, beta,
     assert (r.coupling - r0.coupling).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("gw_max_iter", [1, 3])
+def test_gmot_first_mirror_descent_steps_match_pot_on_a_padded_batch(gw_max_iter):
+    """A few steps from gamma = a b^T (uniform on the true lengths, not on the padded ones) match POT's."""
+    x, y, mx, my = make_batch(LA, LT, seed=8)
+    r = ot_alignment(x, y, mx, my, method="gmot", eps=0.1, beta=0.5, alpha=0.7, edges="feature",
+                     max_iter=100000, tol=1e-12, gw_max_iter=gw_max_iter, gw_tol=0.0)
+    for k, (la, lt) in enumerate(zip(LA, LT)):
+        xs, ys = x[k, :la].numpy(), y[k, :lt].numpy()
+        ref = ot.gromov.entropic_fused_gromov_wasserstein(
+            ref_node_cost(xs, ys, 0.5), ref_edges("feature", xs, 0.5), ref_edges("feature", ys, 0.5),
+            uniform(la), uniform(lt), loss_fun="square_loss", epsilon=0.1, alpha=0.7,
+            max_iter=gw_max_iter, tol=0.0, numItermax=200000, stopThr=1e-14,
+        )
+        np.testing.assert_allclose(r.coupling[k, :la, :lt].numpy(), ref, rtol=0, atol=1e-8)
+
+
 # ------------------------------------------------------------------ envelope gradients by finite differences
 def _entropic_fgw_value(h, z, mx, my, conf):
     """(1-alpha)<C~, gamma*> + alpha E(gamma*) - eps H(gamma*) from reference costs and edges (gamma* solved)."""

@@ -94,9 +94,10 @@ def test_max_iter_cap_warns_once_with_the_error(method):
 
 
 def test_converged_utterances_do_not_depend_on_their_batch():
-    x, y, mx, my = batch([70, 30, 50], [9, 3, 6], D=16, dtype=torch.float32, seed=5)
+    # float64: in float32 the padded and unpadded gemms round differently and eps = 0.02 amplifies that to ~1e-6
+    x, y, mx, my = batch([70, 30, 50], [9, 3, 6], D=16, dtype=torch.float64, seed=5)
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
     P = sinkhorn(C, mx, my, 0.02, tol=1e-5)
     for k, (n, m) in enumerate(zip([70, 30, 50], [9, 3, 6])):
         alone = sinkhorn(C[k:k + 1, :n, :m], mx[k:k + 1, :n], my[k:k + 1, :m], 0.02, tol=1e-5)
-        assert torch.allclose(P[k, :n, :m], alone[0], atol=1e-7, rtol=1e-5)
+        assert torch.allclose(P[k, :n, :m], alone[0], atol=1e-12, rtol=0)

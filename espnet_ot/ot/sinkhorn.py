@@ -50,8 +50,8 @@ def sinkhorn(
     utterance's block is redone with exact log-domain (logsumexp) updates.
 
     Stopping rule: per utterance, the L1 error of the column marginal (rows are exact after each update)
-    below ``tol``, checked every ``check_every`` iterations at the target :math:`\varepsilon` (one host
-    synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
+    below ``tol``, checked after 3, 6 and 10 iterations at the target :math:`\varepsilon`, then every
+    ``check_every`` (one host synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
     batch neighbours. ``max_iter`` is a safety cap on the iterations at the target :math:`\varepsilon`;
     reaching it with some error above ``tol`` warns once (``warnings.warn``) with the worst error.
     Computation is in float32 (float64 for float64 costs), also inside ``torch.autocast`` regions.
@@ -252,8 +252,6 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
     eps_scaling = as_number("eps_scaling", eps_scaling, low=0.0, high=1.0)
     if eps_init is not None:
         eps_init = as_number("eps_init", eps_init, low=0.0, low_open=True)
-    pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
-    check_finite("cost", cost, pair)
     dtype = solver_dtype(cost)
     if init is not None:
         if not (isinstance(init, (tuple, list)) and len(init) == 2):
@@ -267,6 +265,7 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
             )
     if cost.requires_grad and torch.is_grad_enabled() and taus == (math.inf, math.inf):
         # grad="unrolled": plain log-domain iterations with out-of-place updates, differentiable step by step
+        check_finite("cost", cost, x_mask.unsqueeze(2) & y_mask.unsqueeze(1))
         with fp32_region(cost):
             coupling, log = _sinkhorn_autograd(cost.to(dtype), x_mask, y_mask, eps, max_iter, tol, check_every)
     else:
@@ -326,18 +325,42 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     n_iter = torch.zeros(B, dtype=torch.long, device=device)
     phi = torch.full((B, La), -math.inf, dtype=dtype, device=device)
     psi = torch.full((B, Lt), -math.inf, dtype=dtype, device=device)
-    if C.numel() == 0 or not bool(active.any()):
+    if C.numel() == 0:
         log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
         return torch.zeros_like(C), log
+    C_in = C
+    # Padding may hold anything (NaN included): it is replaced by one real cost of the same utterance, so the
+    # minimum and maximum over the whole (La, Lt) block are those of the real costs (one pass each, no masked
+    # copies), and a NaN/Inf among the real costs shows in them (no separate finiteness pass).
+    i0, j0 = mx.to(torch.uint8).argmax(-1), my.to(torch.uint8).argmax(-1)
+    fill = C[torch.arange(B, device=device), i0, j0]
+    fill = torch.where(active & torch.isfinite(fill), fill, torch.zeros_like(fill))
     pair = mx.unsqueeze(2) & my.unsqueeze(1)
-    C = torch.where(pair, C, torch.zeros((), dtype=dtype, device=device))  # padding may hold anything
+    C = torch.where(pair, C, fill[:, None, None])
+    lo, hi = torch.aminmax(C.reshape(B, -1), dim=1)
+    bad = active & ~(torch.isfinite(lo) & torch.isfinite(hi))
+    any_active, all_active, any_bad = torch.stack([active.any(), active.all(), bad.any()]).tolist()  # one sync
+    if any_bad:
+        check_finite("cost", C_in, pair)  # raises, naming the first utterance concerned
+    if not any_active:
+        log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
+        return torch.zeros_like(C), log
+    if not all_active:  # empty utterances (no real frame or token) get a zero coupling; the others are solved alone
+        idx = active.nonzero(as_tuple=True)[0]
+        coupling, log = _sinkhorn_core(
+            C_in[idx], mx[idx], my[idx], eps, taus, reg_type, max_iter, tol, check_every,
+            None if init is None else (init[0][idx], init[1][idx]), eps_scaling, eps_init, stage_iter, newton_steps,
+        )
+        full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
+        log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
+        return torch.zeros_like(C_in).index_put_((idx,), coupling), log
+    lo, hi = torch.where(active, lo, torch.zeros_like(lo)), torch.where(active, hi, torch.zeros_like(hi))
     act_x, act_y = mx & active.unsqueeze(1), my & active.unsqueeze(1)
     # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
     # exp(phi_i + psi_j - C_ij / eps) is exactly 0 there without a masking pass.
-    C_real = C.masked_fill(~pair, math.inf)
-    row_min = C_real.min(dim=2).values
     if init is None:
-        f0 = torch.where(act_x, row_min, torch.zeros_like(row_min))
+        # f = min C: every kernel entry <= 1 (>= exp(-8) at the first eps of the ladder, which is >= range / 8)
+        f0 = torch.where(act_x, lo[:, None], torch.zeros_like(phi))
         g0 = torch.zeros((B, Lt), dtype=dtype, device=device)
     else:
         f0, g0 = init[0].to(dtype), init[1].to(dtype)
@@ -346,8 +369,7 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     scaling = 0.0 < eps_scaling < 1.0 and (init is None or eps_init is not None)
     if scaling:
         if eps_init is None:
-            hi = C.masked_fill(~pair, -math.inf).amax((1, 2))
-            rng = (hi - C_real.amin((1, 2))).clamp_min(0.0)
+            rng = (hi - lo).clamp_min(0.0)
         else:
             rng = torch.full((B,), eps_init, dtype=dtype, device=device)
         # start a few stages below the cost range: above range/8 the coupling is close to the prior's anyway
@@ -358,6 +380,9 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     else:
         K_b = torch.zeros(B, dtype=torch.long, device=device)
         n_stages = 0
+        if init is None:  # no ladder: f = row minimum, so every row of the first kernel has an entry 1
+            row_min = C.masked_fill(~my.unsqueeze(1), math.inf).amin(2)
+            f0 = torch.where(act_x, row_min, torch.zeros_like(row_min))
     scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling if scaling else 1.0), k.to(dtype))
     eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
     phi = torch.where(act_x, f0 / eps_b[:, None], phi)
@@ -393,15 +418,15 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     todo = active.clone()
     capped = False
     if use_newton:
-        # fixed length, one check at its end: every utterance runs the same iterations whatever its batch
+        # early checks (easy problems converge in a few iterations at large eps), frozen at convergence
         n0 = min(max_iter, 2 * check_every)
-        phi_b, psi_b, err_b, n = _final_block(C, eps_t, X, Y, phi, psi, n0, n0, tol, stop_on_any=False)
+        phi_b, psi_b, err_b, n_b, n = _final_block(C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol)
         fine = torch.isfinite(err_b)
         phi = torch.where(fine[:, None], phi_b, phi)
         psi = torch.where(fine[:, None], psi_b, psi)
         err = torch.where(active & fine, err_b, err)
-        n_iter = n_iter + n * active.long()
-        done = done + n
+        n_iter = n_iter + n_b * active.long()
+        done = done + n_b
         todo = todo & ~(fine & (err_b < tol))
     if use_newton and bool(todo.any()):
         phi, psi, err_n, steps, conv = _newton(C, eps, X, Y, phi, psi, todo, tol, min(newton_steps, max_iter))
@@ -417,8 +442,8 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         sub = (lambda t: t) if everyone else (lambda t: t[idx])
         Xs, Ys = (X, Y) if everyone else (X.subset(idx), Y.subset(idx))
         budget = max_iter - int(done.max() if everyone else done[idx].max())
-        phi_b, psi_b, err_b, n = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
-                                              check_every, tol)
+        phi_b, psi_b, err_b, n_b, n = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
+                                                   check_every, tol)
         failed = ~torch.isfinite(err_b)
         if bool(failed.any()):  # redo exactly in log domain for the utterances that under/overflowed
             fi = failed.nonzero(as_tuple=True)[0]
@@ -428,24 +453,34 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         still = ~(err_b < tol)
         if everyone:
             phi, psi, err, done = phi_b, psi_b, err_b, done + n
-            n_iter = n_iter + n
+            n_iter = n_iter + n_b
             todo = todo & still & (done < max_iter)
             capped = capped or bool((still & (done >= max_iter)).any())
         else:
             phi, psi, err = phi.index_put((idx,), phi_b), psi.index_put((idx,), psi_b), err.index_put((idx,), err_b)
             done = done.index_put((idx,), done[idx] + n)
-            n_iter = n_iter.index_put((idx,), n_iter[idx] + n)
+            n_iter = n_iter.index_put((idx,), n_iter[idx] + n_b)
             hit = still & (done[idx] >= max_iter)
             capped = capped or bool(hit.any())
             todo = todo.index_put((idx,), still & ~hit)
 
     if Y.hard:
-        # final exact x update from the token potentials: rows exact, and the error reported is the column
-        # error of the very coupling returned (not of a differently rounded copy)
+        # final exact x update: gamma_ij = exp(phi'_i + psi_j - C_ij / eps) with phi' the exact x potentials
+        # of psi (rows exact for a hard x marginal), built from the kernel of (phi, psi) in a few passes; the
+        # error reported is the column error of the very coupling returned. The same formula for every
+        # utterance, whatever its batch did before.
         kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
         cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
-        _, err_f, _, phi_f, _, (E, fac, _, _) = _x_exact(C * (-1.0 / eps), psi, None, X, Y, kx, cx, eps)
-        coupling = (E * fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
+        Z = phi.unsqueeze(2) + psi.unsqueeze(1)
+        Z = _exp_(Z.add_(C, alpha=-1.0 / eps))
+        lse = torch.log(Z.sum(2)) - phi  # log sum_j exp(psi_j - C_ij / eps)
+        phi_f = torch.where(act_x, cx - kx * lse, phi)
+        fac = torch.where(act_x, torch.exp(phi_f - phi), torch.zeros_like(phi))
+        coupling = Z.mul_(fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
+        err_f = (coupling.sum(1) - Y.w).abs().masked_fill(~my, 0.0).sum(-1)
+        if not bool(torch.isfinite(err_f).all()):  # (phi, psi) far from consistent: shift by the row maxima
+            _, err_f, _, phi_f, _, (E, fac, _, _) = _x_exact(C * (-1.0 / eps), psi, None, X, Y, kx, cx, eps)
+            coupling = (E * fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
         err = torch.where(active, err_f, err)
         phi = torch.where(act_x, phi_f, phi)
     else:
@@ -457,6 +492,7 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
 
 
 NEWTON_STAGES = {"below": 1.0, "tol": 1e-2, "steps": 2}
+FIRST_CHECKS = (3, 6, 10)  # checks of the first block at the target eps (then every check_every)
 NEWTON_MAX_LT = 512  # Newton's linear systems are (Lt x Lt): beyond this, Sinkhorn iterations only
 
 
@@ -661,38 +697,50 @@ def _scaling_iters(C, eps, X, Y, phi, psi, n):
     return phi_n, psi_n, torch.where(fin, err, torch.full_like(err, math.nan))
 
 
-def _final_block(C, eps, X, Y, phi, psi, max_n, check_every, tol, absorb_every=100, stop_on_any=True):
-    """Scaling iterations at the target eps between two absorptions.
+def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
+    """Scaling iterations at the target eps between two absorptions, converged utterances frozen.
 
-    Runs at most ``min(max_n, absorb_every)`` iterations and checks the error every ``check_every``; the
-    block ends at the first check where some utterance has converged, so that the caller can freeze it
-    (every utterance's result stays independent of its neighbours). If the scalings under- or overflow,
-    the block returns the state of its previous check; if that happens before the first check, the error
-    is NaN for the utterances concerned, which the caller redoes in log domain. Returns the absorbed
-    potentials, the error and the number of iterations run.
+    Runs at most ``min(max_n, absorb_every)`` iterations and checks the error at the iterations in
+    ``checks`` (an int k: every k iterations) and at the last one. An utterance keeps the state of the first
+    check at which its error is below ``tol`` (later iterations of its neighbours do not change it, so every
+    result is independent of the batch); the block ends at the first check where all have converged. If
+    the scalings under- or overflow, the block returns the state of its previous check; if that happens
+    before the first check, the error is NaN for the utterances concerned, which the caller redoes in log
+    domain. Returns the absorbed potentials, the error, the iterations (B,) each utterance's state has and
+    the iterations run.
     """
     S = _Scaling(C, eps, X, Y, phi, psi)
     limit = max(1, min(max_n, absorb_every))
+    at = range(checks, limit, checks) if isinstance(checks, int) else checks
+    at = sorted({c for c in at if 0 < c < limit} | {limit})
     u = S.u
     n = 0
     last = None
-    while True:
-        v, _ = S.update_v(u)
-        u = S.update_u(v)
-        n += 1
-        if n % check_every == 0 or n == limit:
-            err = S.error(u, v)
-            phi_n, psi_n = S.absorb(u, v)
-            finite = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
-                torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
-            state = (phi_n, psi_n, err, n)
-            if not bool(finite.all()):
-                if last is not None:
-                    return last
-                return phi_n, psi_n, torch.where(finite, err, torch.full_like(err, math.nan)), n
-            if n == limit or bool((err < tol).all() if not stop_on_any else (err < tol).any()):
-                return state
-            last = state
+    frozen = torch.zeros(phi.shape[0], dtype=torch.bool, device=phi.device)
+    kept = None
+    for c in at:
+        while n < c:
+            v, _ = S.update_v(u)
+            u = S.update_u(v)
+            n += 1
+        err = S.error(u, v)
+        phi_n, psi_n = S.absorb(u, v)
+        finite = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
+            torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
+        state = (phi_n, psi_n, err, torch.full_like(err, n, dtype=torch.long))
+        if kept is not None:  # utterances frozen at an earlier check keep that state
+            state = tuple(torch.where(frozen.view(-1, *([1] * (t.dim() - 1))), k, t) for k, t in zip(kept, state))
+            finite = finite | frozen
+        conv = frozen | (finite & (err < tol))
+        all_finite, all_conv = torch.stack([finite.all(), conv.all()]).tolist()  # one host synchronisation
+        if not all_finite:
+            if last is not None:
+                return last
+            return state[0], state[1], torch.where(finite, state[2], torch.full_like(err, math.nan)), state[3], n
+        if all_conv or c == limit:
+            return state + (n,)
+        kept, frozen, last = state, conv, state + (n,)
+    raise AssertionError("unreachable: the last check is the limit")
 
 
 def _log_iters(Cs, eps, X, Y, phi, psi, n):
