@@ -20,7 +20,7 @@ sysdeps:
 	@bash .ci/system_deps.sh
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo

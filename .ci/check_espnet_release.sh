@@ -82,7 +82,7 @@ fi
 # --- registration, training and inference in fresh interpreters of that environment ---
 SECONDS=0
 work="$(mktemp -d)"  # outside the checkout: espnet_ot comes through the overlay's install and its espnet_ot.pth hook
-(cd "${work}" && "${python}" -m pytest -q -p no:cacheprovider "${repo}/tests/test_integration_espnet.py" \
-    "${repo}/tests/test_integration_hook.py" -k "not plot_coupling and not every_install_mode")
+(cd "${work}" && "${python}" -m pytest -q -p no:cacheprovider "${repo}/tests/integration/test_espnet_entry_points.py" \
+    "${repo}/tests/tasks/test_import_hook.py" -k "not plot_coupling and not every_install_mode")
 rm -rf "${work}"
 log "espnet ${release}: pip kept ${after}; registration, training and inference pass [${SECONDS}s]"

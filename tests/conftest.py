@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 
 from helpers import IN_CI, OFFLINE_ENV, make_tiny_bert
 
@@ -35,11 +36,18 @@ def tiny_plm_dir(tmp_path_factory):
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "plm")
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every device the OT code runs on: cpu, and cuda when a GPU is present (no CUDA case exists otherwise)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def single_thread():
     """One torch math thread for tiny models (2 threads crawl on a loaded 2-core machine)."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,5 +1,6 @@
 """Shared test helpers: a tiny random BERT directory, tiny wav/Kaldi data dirs, tiny ESPnet models."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -109,6 +111,13 @@ def write_data_dir(
     return out_dir
 
 
+# The tests' conformer encoder (in-process models and the YAML configs of the ESPnet runs), without dropout.
+TINY_ENCODER_CONF: Dict = dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, input_layer="conv2d",
+                               cnn_module_kernel=7, dropout_rate=0.0, positional_dropout_rate=0.0,
+                               attention_dropout_rate=0.0)
+TINY_ENCODER_YAML = "encoder: conformer\nencoder_conf: " + json.dumps(TINY_ENCODER_CONF) + "\n"
+
+
 def tiny_model_kwargs(
     token_list: Sequence[str],
     input_size: int = 20,
@@ -121,9 +130,7 @@ def tiny_model_kwargs(
     on features (no frontend), with the cakt_adapter postencoder unless plm_dim is None."""
     from espnet_ot.asr.model_parts import conformer_ctc_kwargs
 
-    encoder_conf = dict(output_size=d_model, attention_heads=2, linear_units=64, num_blocks=blocks, dropout_rate=0.0,
-                        positional_dropout_rate=0.0, attention_dropout_rate=0.0, input_layer="conv2d",
-                        cnn_module_kernel=7)
+    encoder_conf = dict(TINY_ENCODER_CONF, output_size=d_model, num_blocks=blocks)
     return conformer_ctc_kwargs(token_list, input_size, encoder_conf, plm_dim=plm_dim, seed=seed)
 
 
@@ -167,3 +174,26 @@ def wait(proc: subprocess.Popen, timeout: int = SUBPROCESS_TIMEOUT) -> subproces
 def run_python(args: Sequence[str], cwd: Path, timeout: int = SUBPROCESS_TIMEOUT, env=None):
     """Run `python <args>` in a fresh interpreter; return the CompletedProcess (text mode)."""
     return wait(start_python(args, cwd, env), timeout)
+
+
+# ------------------------------------------------------------------ OT inputs
+def random_batch(la, lt, D=16, dtype=torch.float64, seed=0, La=None, Lt=None):
+    """Random features padded to (B, La, D) / (B, Lt, D) (default: the longest) with prefix masks for the true
+    lengths la / lt; one seeded generator draws x, then y."""
+    g = torch.Generator().manual_seed(seed)
+    La, Lt = La or max(la), Lt or max(lt)
+    x = torch.randn(len(la), La, D, generator=g, dtype=dtype)
+    y = torch.randn(len(lt), Lt, D, generator=g, dtype=dtype)
+    mx = torch.arange(La)[None] < torch.tensor(la)[:, None]
+    my = torch.arange(Lt)[None] < torch.tensor(lt)[:, None]
+    return x, y, mx, my
+
+
+def assert_marginals(P, mx, my, atol):
+    """Rows of the coupling sum to 1/l_a, columns to 1/l_t on the real positions, and padding holds exactly 0."""
+    la, lt = mx.sum(-1), my.sum(-1)
+    rows, cols = P.sum(2), P.sum(1)
+    assert torch.allclose(rows, mx.to(P.dtype) / la[:, None], atol=atol)
+    assert torch.allclose(cols, my.to(P.dtype) / lt[:, None], atol=atol)
+    pad = ~(mx.unsqueeze(2) & my.unsqueeze(1))
+    assert P[pad].abs().max() == 0 if pad.any() else True

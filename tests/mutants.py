@@ -10,7 +10,7 @@ must be updated; this is never counted as killed). An unmutated run comes first 
     make mutants                                    # every mutant, default tests
     python tests/mutants.py --list                  # names and descriptions
     python tests/mutants.py --only gmot_alpha_zero cosine_halved
-    python tests/mutants.py --tests tests/test_ot_core.py   # one pytest run of these tests instead
+    python tests/mutants.py --tests tests/ot/   # one pytest run of these tests instead
 
 Exit status: 0 when every applied mutant is killed and none is left unapplied, 1 otherwise.
 """
@@ -30,9 +30,9 @@ from typing import List, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parents[1]
 # Two pytest runs per mutant (the second only if the first passes), the one nearest the mutated file first:
 # the OT-core tests import neither ESPnet nor transformers, so a mutant of espnet_ot/ot dies in seconds.
-# (tests/test_ot_core.py is left out: ~10x slower; add it with --tests for a broader run.)
-CORE_TESTS = ("tests/test_ot_references.py",)
-MODEL_TESTS = ("tests/test_mechanism_model.py", "tests/test_mechanism_plot.py")
+# (the other tests/ot/ files are left out: ~10x slower; add them with --tests for a broader run.)
+CORE_TESTS = ("tests/ot/test_references.py",)
+MODEL_TESTS = ("tests/asr/test_mechanism.py", "tests/asr/test_coupling_plot.py")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Frozen pretrained-LM text branch: CTC token ids -> text -> [CLS] y [SEP] -> Z_L, loaded lazily, never saved.
 
-Rules (documented here, tested in tests/test_integration_plm.py):
+Rules (documented here, tested in tests/asr/test_plm.py):
 
 * Token ids to text. ``char`` and ``bpe`` share one rule: the tokens are concatenated,
   ``<space>`` and the sentencepiece marker ``▁`` become a space, ``<blank>``, ``<sos/eos>``

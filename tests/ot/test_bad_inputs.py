@@ -15,18 +15,13 @@ from espnet_ot.ot import (
     TemporalStructure,
 )
 from espnet_ot.ot.cost import NORM_EPS
+from helpers import random_batch
 
 METHODS = ("ot", "tot", "gmot")
 
 
 def batch(la, lt, D=8, seed=0, La=None, Lt=None):
-    g = torch.Generator().manual_seed(seed)
-    La, Lt = La or max(la), Lt or max(lt)
-    x = torch.randn(len(la), La, D, generator=g)
-    y = torch.randn(len(lt), Lt, D, generator=g)
-    mx = torch.arange(La)[None] < torch.tensor(la)[:, None]
-    my = torch.arange(Lt)[None] < torch.tensor(lt)[:, None]
-    return x, y, mx, my
+    return random_batch(la, lt, D=D, dtype=torch.float32, seed=seed, La=La, Lt=Lt)
 
 
 @pytest.mark.parametrize("method", METHODS)

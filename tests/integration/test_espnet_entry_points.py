@@ -13,6 +13,7 @@ import pytest
 from training_log import check_training_stats
 
 from helpers import (
+    TINY_ENCODER_YAML,
     char_token_list,
     make_tiny_bert,
     run_python,
@@ -31,18 +32,7 @@ frontend_conf:
     n_fft: 256
     hop_length: 128
     n_mels: 20
-encoder: conformer
-encoder_conf:
-    output_size: 32
-    attention_heads: 2
-    linear_units: 64
-    num_blocks: 1
-    input_layer: conv2d
-    cnn_module_kernel: 7
-    dropout_rate: 0.0
-    positional_dropout_rate: 0.0
-    attention_dropout_rate: 0.0
-postencoder: cakt_adapter
+""" + TINY_ENCODER_YAML + """postencoder: cakt_adapter
 postencoder_conf:
     plm_dim: 32
     scale: 1.0
@@ -54,7 +44,7 @@ model_conf:
         beta: 0.5
     ctc_lambda: 0.3
     ot_weight: 1.0
-    plm: {plm}
+    plm: PLM_DIR
     token_type: char
 optim: adam
 optim_conf:
@@ -76,7 +66,7 @@ def trained(tmp_path_factory):
     valid = write_data_dir(root / "data/valid", {f"spk9_v{i}": t for i, t in enumerate(texts[6:])}, seed=1)
     tokens = write_token_list(root / "tokens.txt", char_token_list())
     no_plm = root / "plm_is_not_here"  # training must read the dumped Z_L and never look for the PLM
-    (root / "conf.yaml").write_text(CONFIG.format(plm=no_plm), encoding="utf-8")
+    (root / "conf.yaml").write_text(CONFIG.replace("PLM_DIR", str(no_plm)), encoding="utf-8")
     common = [
         "--use_preprocessor", "true", "--token_type", "char", "--token_list", str(tokens),
         "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",

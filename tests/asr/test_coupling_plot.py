@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_mechanism_model import (
+from test_mechanism import (
     CONFS,
     FEAT_DIM,
     FRAMES,

@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from helpers import (
+    TINY_ENCODER_YAML,
     char_token_list,
     make_tiny_bert,
     start_python,
@@ -29,18 +30,7 @@ CONFIG = """\
 frontend: default
 frontend_conf: {n_fft: 256, hop_length: 128, n_mels: 20}
 normalize: utterance_mvn
-encoder: conformer
-encoder_conf:
-    output_size: 32
-    attention_heads: 2
-    linear_units: 64
-    num_blocks: 1
-    input_layer: conv2d
-    cnn_module_kernel: 7
-    dropout_rate: 0.0
-    positional_dropout_rate: 0.0
-    attention_dropout_rate: 0.0
-postencoder: cakt_adapter
+""" + TINY_ENCODER_YAML + """postencoder: cakt_adapter
 postencoder_conf: {plm_dim: 32, scale: 1.0}
 model: espnet_ot
 model_conf:

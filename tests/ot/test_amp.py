@@ -4,22 +4,18 @@ import pytest
 import torch
 
 from espnet_ot.ot import ot_alignment
+from helpers import random_batch
 
 
 def batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(3, 40, 16, generator=g)
-    y = torch.randn(3, 6, 16, generator=g)
-    mx = torch.arange(40)[None] < torch.tensor([40, 31, 22])[:, None]
-    my = torch.arange(6)[None] < torch.tensor([6, 4, 5])[:, None]
-    return x, y, mx, my
+    return random_batch([40, 31, 22], [6, 4, 5], dtype=torch.float32, seed=seed)
 
 
 @pytest.mark.parametrize("method, eps", [("ot", 0.05), ("tot", 0.5), ("tot", 0.01), ("gmot", 0.05)])
-def test_coupling_under_bf16_autocast_equals_float32(method, eps):
-    x, y, mx, my = batch()
+def test_coupling_under_bf16_autocast_equals_float32(method, eps, device):
+    x, y, mx, my = (t.to(device) for t in batch())
     ref = ot_alignment(x, y, mx, my, method=method, eps=eps, beta=0.5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         amp = ot_alignment(x, y, mx, my, method=method, eps=eps, beta=0.5)
     assert amp.coupling.dtype == torch.float32 and amp.loss.dtype == torch.float32
     assert (amp.coupling - ref.coupling).abs().max() <= 1e-6

@@ -9,17 +9,13 @@ import torch
 ot = pytest.importorskip("ot", reason="POT is the test oracle: pip install pot (the [test] extra)")
 
 from espnet_ot.ot import cosine_cost, ot_alignment, sinkhorn, sinkhorn_unbalanced, tot_cost  # noqa: E402
+from helpers import random_batch  # noqa: E402
 
 LA, LT = [23, 12, 17], [5, 3, 7]
 
 
 def batch(la=LA, lt=LT, D=8, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(la), max(la), D, generator=g, dtype=dtype)
-    y = torch.randn(len(lt), max(lt), D, generator=g, dtype=dtype)
-    mx = torch.arange(max(la))[None] < torch.tensor(la)[:, None]
-    my = torch.arange(max(lt))[None] < torch.tensor(lt)[:, None]
-    return x, y, mx, my
+    return random_batch(la, lt, D=D, dtype=dtype, seed=seed)
 
 
 @pytest.mark.parametrize("reg_type", ["kl", "entropy"])

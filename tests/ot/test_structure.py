@@ -1,0 +1,27 @@
+"""espnet_ot.ot.structure: the fast edge-matrix operators against the dense matrices (docs/method.md §4)."""
+
+import pytest
+import torch
+
+from espnet_ot.ot import (
+    FeatureStructure,
+    MixedStructure,
+    TemporalStructure,
+    temporal_structure,
+)
+from helpers import random_batch
+
+LA, LT = [37, 20, 1, 12, 29], [6, 3, 1, 9, 2]  # true lengths of a padded batch (one 1 x 1 problem)
+
+
+def test_structure_operators_match_dense_matrices():
+    x, _, mx, _ = random_batch(LA, LT, seed=8)
+    X = torch.rand(len(LA), max(LA), 4, dtype=torch.float64) * mx.unsqueeze(2)
+    p = torch.rand(len(LA), max(LA), dtype=torch.float64) * mx
+    mixed = MixedStructure([TemporalStructure(mx), FeatureStructure(x, mx)], [0.3, 0.7])
+    for S in (TemporalStructure(mx), FeatureStructure(x, mx), mixed):
+        D = S.dense(torch.float64) if isinstance(S, TemporalStructure) else S.dense()
+        assert torch.allclose(S.matmul(X), torch.bmm(D, X), atol=1e-12)
+        assert torch.allclose(S.sq_matvec(p), torch.bmm(D.pow(2), p.unsqueeze(2)).squeeze(2), atol=1e-12)
+    T = temporal_structure(mx, torch.float64)
+    assert T[0, 0, 36] == pytest.approx(36 / 37) and T[1, 25, 0] == 0
