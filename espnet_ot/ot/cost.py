@@ -36,8 +36,10 @@ def cosine_cost(
 
     References
     ----------
-    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal
-    knowledge transfer learning for ASR" (TOT-CAKT), 2024, Eq. (7).
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal knowledge
+    transfer learning for ASR" (TOT-CAKT), arXiv:2409.02239, 2024, Eq. (7).
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Cross-modal alignment with optimal transport for CTC-based ASR"
+    (OT-BERT), IEEE ASRU 2023.
 
     Examples
     --------
@@ -93,7 +95,8 @@ def temporal_distance(
 
     References
     ----------
-    X. Lu, P. Shen, Y. Tsao, H. Kawai, TOT-CAKT (2024), Eq. (13).
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal knowledge
+    transfer learning for ASR" (TOT-CAKT), arXiv:2409.02239, 2024, Eq. (13).
 
     Examples
     --------
@@ -138,7 +141,8 @@ def tot_cost(
 
     References
     ----------
-    X. Lu, P. Shen, Y. Tsao, H. Kawai, TOT-CAKT (2024), Eq. (13) and (19).
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal knowledge
+    transfer learning for ASR" (TOT-CAKT), arXiv:2409.02239, 2024, Eq. (13) and (19).
 
     Examples
     --------

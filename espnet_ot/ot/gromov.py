@@ -98,6 +98,8 @@ def fused_gromov_wasserstein(
 
     References
     ----------
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Cross-modal knowledge transfer learning as graph matching based on
+    optimal transport for ASR" (GM-OT), arXiv:2505.13079, 2025.
     G. Peyré, M. Cuturi, J. Solomon, "Gromov-Wasserstein averaging of kernel and distance matrices",
     ICML 2016.
     T. Vayer, L. Chapel, R. Flamary, R. Tavenard, N. Courty, "Optimal transport for structured data with

@@ -207,8 +207,12 @@ def ot_alignment(
 
     References
     ----------
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Cross-modal alignment with optimal transport for CTC-based ASR"
+    (OT-BERT), IEEE ASRU 2023.
     X. Lu, P. Shen, Y. Tsao, H. Kawai, "Temporal order preserved optimal transport-based cross-modal knowledge
-    transfer learning for ASR", 2024.
+    transfer learning for ASR" (TOT-CAKT), arXiv:2409.02239, 2024.
+    X. Lu, P. Shen, Y. Tsao, H. Kawai, "Cross-modal knowledge transfer learning as graph matching based on
+    optimal transport for ASR" (GM-OT), arXiv:2505.13079, 2025.
     T. Vayer, L. Chapel, R. Flamary, R. Tavenard, N. Courty, "Optimal transport for structured data with
     application on graphs", ICML 2019.
     L. Chizat, G. Peyré, B. Schmitzer, F.-X. Vialard, "Scaling algorithms for unbalanced optimal transport
