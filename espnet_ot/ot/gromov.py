@@ -12,7 +12,7 @@ from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
-def gw_tensor_product(Sx: Structure, Sy: Structure, T: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+def gw_tensor_product(Sx: Structure, Sy: Structure, gamma: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
     r"""The square-loss tensor :math:`\mathcal{L}(S_A, S_L) \otimes \gamma = c_{A,L} - 2\, S_A \gamma S_L^T`.
 
     Peyré, Cuturi & Solomon, "Gromov-Wasserstein averaging of kernel and distance matrices", ICML 2016,
@@ -20,8 +20,8 @@ def gw_tensor_product(Sx: Structure, Sy: Structure, T: torch.Tensor, const: torc
     :math:`c_{A,L} = (S_A^{\circ 2} a) 1^T + 1 (S_L^{\circ 2} b)^T` is ``const``. Cost
     O(La^2 Lt + La Lt^2) for dense structures, O(La Lt) for temporal ones; no 4-D tensor is formed.
     """
-    TSy = Sy.matmul(T.transpose(1, 2)).transpose(1, 2)  # gamma S_L^T (S_L symmetric)
-    return const - 2.0 * Sx.matmul(TSy)
+    gamma_Sy = Sy.matmul(gamma.transpose(1, 2)).transpose(1, 2)  # gamma S_L^T (S_L symmetric)
+    return const - 2.0 * Sx.matmul(gamma_Sy)
 
 
 def gw_constant(Sx: Structure, Sy: Structure, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ def fused_gromov_wasserstein(
         const = gw_constant(Sx, Sy, a, b) if alpha > 0 else None
         solve = sinkhorn if math.isinf(tau) else functools.partial(sinkhorn_unbalanced, reg_m=(tau, math.inf))
 
-        T = a.unsqueeze(2) * b.unsqueeze(1)
+        gamma = a.unsqueeze(2) * b.unsqueeze(1)
         active = x_mask.any(-1) & y_mask.any(-1)
         B = M.shape[0]
         err = torch.zeros(B, dtype=dtype, device=M.device)
@@ -149,19 +149,19 @@ def fused_gromov_wasserstein(
                 G = M
             else:
                 if not math.isinf(tau):  # the square-loss constant uses the coupling's own acoustic marginal
-                    const = gw_constant(Sx, Sy, T.sum(2), b)
-                G = (1.0 - alpha) * M + (2.0 * alpha) * gw_tensor_product(Sx, Sy, T, const)
+                    const = gw_constant(Sx, Sy, gamma.sum(2), b)
+                G = (1.0 - alpha) * M + (2.0 * alpha) * gw_tensor_product(Sx, Sy, gamma, const)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                T_new, log = solve(
+                gamma_new, log = solve(
                     G, x_mask & active.unsqueeze(1), y_mask & active.unsqueeze(1), eps,
                     max_iter=sinkhorn_max_iter, tol=sinkhorn_tol, check_every=check_every,
                     init=(f, g) if warm else None, return_log=True, eps_scaling=eps_scaling,
                 )
             capped = capped or any(issubclass(w.category, RuntimeWarning) for w in caught)
             keep = active.view(-1, 1, 1)
-            step = (T_new - T).pow(2).sum((1, 2)).sqrt()
-            T = torch.where(keep, T_new, T)
+            step = (gamma_new - gamma).pow(2).sum((1, 2)).sqrt()
+            gamma = torch.where(keep, gamma_new, gamma)
             f = torch.where(keep.view(-1, 1), log["f"], f)
             g = torch.where(keep.view(-1, 1), log["g"], g)
             s_err = torch.where(active, log["err"], s_err)
@@ -180,5 +180,5 @@ def fused_gromov_wasserstein(
             stacklevel=2,
         )
     if return_log:
-        return T, {"n_iter": n_iter, "err": err, "sinkhorn_err": s_err, "sinkhorn_iter": s_iter}
-    return T
+        return gamma, {"n_iter": n_iter, "err": err, "sinkhorn_err": s_err, "sinkhorn_iter": s_iter}
+    return gamma

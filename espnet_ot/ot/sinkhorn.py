@@ -228,8 +228,8 @@ def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every):
         g = torch.where(my, log_b - torch.logsumexp(M + f.unsqueeze(2), 1), torch.zeros_like(g))
         if n_iter % check_every == 0 or n_iter == max_iter:
             with torch.no_grad():
-                P = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
-                err = (P.sum(2) - a).abs().sum(-1)
+                gamma = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
+                err = (gamma.sum(2) - a).abs().sum(-1)
             if float(err.max()) < tol:
                 break
     coupling = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
