@@ -5,7 +5,9 @@
 (espnet_ot with `alignment: none`, i.e. only the adapter added), `ms` (espnet_ot with the
 branch, PLM features cached) and `overhead` = ms / baseline_ms - 1; `branch_ms` times the OT
 branch alone (L_ot + L_align forward + backward on H_A of the encoder's output shape) and
-`branch_share` = branch_ms / baseline_ms, its share of a step. Times are process CPU
+`branch_share` = branch_ms / baseline_ms, its share of a step; `baseline_step_ops` and `branch_ops` count the
+tensor operations (leaf ATen operators, ~ GPU kernel launches) of a baseline step (encoder and CTC, forward and
+backward) and of the branch, `branch_syncs` the branch's host synchronisations (torch.profiler). Times are process CPU
 time with one math thread by default, so other processes on a shared machine do not count;
 wall-clock equivalents are `wall_*`. The variants run interleaved (order rotated every
 repeat) and each time is the best of the repeats.
@@ -123,6 +125,22 @@ def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict) -> 
     (loss_ot + loss_align).backward()
 
 
+def op_counts(fn: Callable[[], None]) -> Dict[str, int]:
+    """Tensor operations one call of fn launches, counted with torch.profiler on CPU.
+
+    ``ops``: leaf ATen operators (those that call no other ATen operator: on a GPU, roughly one kernel launch
+    each); ``syncs``: device-to-host reads (``aten::_local_scalar_dense``, i.e. ``.item()``/``bool()`` of a
+    tensor), each a host synchronisation on a GPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    leaves = [e for e in events if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    return {"ops": len(leaves), "syncs": sum(e.name == "aten::_local_scalar_dense" for e in events)}
+
+
 def interleaved_times(
     models: Dict[str, torch.nn.Module], run: Callable, args: argparse.Namespace
 ) -> Dict[str, Dict[str, float]]:
@@ -167,6 +185,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         {a: models[a] for a in alignments}, lambda m: branch_step(m, h_a, h_lens, batch), args
     )
     base = best["baseline"]
+    # what a step launches (the GPU cost of the branch is launch-bound: estimate it from these on paper)
+    base_ops = op_counts(lambda: train_step(models["baseline"], batch))
+    branch_ops = {a: op_counts(lambda m=models[a]: branch_step(m, h_a, h_lens, batch)) for a in alignments}
     for a in alignments:
         print(
             json.dumps(
@@ -179,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     "overhead": round(best[a]["cpu"] / base["cpu"] - 1.0, 4),
                     "branch_ms": round(branch[a]["cpu"], 1),
                     "branch_share": round(branch[a]["cpu"] / base["cpu"], 4),
+                    "baseline_step_ops": base_ops["ops"],
+                    "branch_ops": branch_ops[a]["ops"],
+                    "branch_syncs": branch_ops[a]["syncs"],
                     "clock": "process_time",
                     "wall_baseline_ms": round(base["wall"], 1),
                     "wall_ms": round(best[a]["wall"], 1),
