@@ -133,6 +133,7 @@ def test_model_accepts_yaml_string_numbers_and_uses_them(single_thread):
 
 
 def test_recipe_helper_checks_the_options_before_any_stage():
+    pytest.importorskip("espnet2", reason="the recipe helper reads ESPnet's option types: needs ESPnet")
     sys.path.insert(0, str(REPO / "egs2" / "aishell_ot" / "asr1" / "local"))
     try:
         import config_plm
