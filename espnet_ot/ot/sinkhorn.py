@@ -354,7 +354,7 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
         log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
         return torch.zeros_like(C_in).index_put_((idx,), coupling), log
-    lo, hi = torch.where(active, lo, torch.zeros_like(lo)), torch.where(active, hi, torch.zeros_like(hi))
+    # from here on every utterance has real frames and tokens (active is all True)
     act_x, act_y = mx & active.unsqueeze(1), my & active.unsqueeze(1)
     # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
     # exp(phi_i + psi_j - C_ij / eps) is exactly 0 there without a masking pass.
