@@ -1,6 +1,7 @@
 """The toy world shared by the demo, the sweep and the study: its corpus and PLM options, built once and cached."""
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict
@@ -38,8 +39,12 @@ def build_corpus(dst: Path, options: Dict[str, Any], console: Console, threads: 
     return dst
 
 
-def build_plm(dst: Path, corpus: Path, options: Dict[str, Any], console: Console, threads: int = 1) -> Path:
-    """python -m espnet_ot.bin.pretrain_toy_plm (reused when dst holds one trained with the same options)."""
+def build_plm(dst: Path, corpus: Path, options: Dict[str, Any], console: Console, threads: int = 0) -> Path:
+    """python -m espnet_ot.bin.pretrain_toy_plm (reused when dst holds one trained with the same options).
+
+    threads: torch threads of the training (0: every core; it runs alone, before the trainings that need it).
+    """
+    threads = threads or os.cpu_count() or 1
     cmd = [sys.executable, "-m", "espnet_ot.bin.pretrain_toy_plm", "--out", dst, "--corpus", corpus,
            *_flags(options), "--threads", str(threads), "--force"]
     run_logged(cmd, dst.parent / "log" / "plm.log", console, job_env(threads), "plm",
