@@ -5,14 +5,14 @@ import json
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
-from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, Console, JobFailed, job_env, run_logged
+from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
 
 CRITERION = "valid.cer_ctc"
@@ -251,6 +251,16 @@ class ToyExperiment:
                                      if _is_float(v)}
                     out.append(row)
         return out
+
+    def first_interval_stats(self, run: Run) -> Dict[str, float]:
+        """The trainer's report of the first training batches of epoch 1 (lr still in warmup: near initialisation)."""
+        for log in sorted(self.run_dir(run).glob("train*.log")):
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                m = FIRST_INTERVAL.search(line)
+                if m:
+                    return {k: float(v) for k, v in (kv.split("=", 1) for kv in m.group(1).split(", ") if "=" in kv)
+                            if _is_float(v)}
+        return {}
 
 
 def _is_float(text: str) -> bool:

@@ -15,6 +15,8 @@ ECHO = re.compile(r"\((trainer|average_nbest_models):\d+\)|Traceback|\bERROR\b")
 ECHO_SKIP = re.compile(r"batch:|^\[nltk_data\]")
 ESPNET_PREFIX = re.compile(r"^\[[^\]]*\] \S+ \S+ \((\w+):\d+\) (INFO|WARNING|ERROR): ")
 EPOCH_RESULTS = re.compile(r"(\d+)epoch results: \[train\] (.*?), \[valid\] (.*?)(, \[|$)")
+# the trainer's first interval report of epoch 1 (`1epoch:train:1-31batch: k=v, ...`): the model near its initialisation
+FIRST_INTERVAL = re.compile(r"\b1epoch:train:1-\d+batch: (.*)$")
 SHOWN_STATS = ("loss", "loss_ctc", "cer_ctc", "loss_ot", "loss_align", "band_mass", "time")
 
 

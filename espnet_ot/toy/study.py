@@ -106,6 +106,12 @@ SWEEP: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
 }
 
 
+def _ot_stats(stats: Mapping[str, float]) -> Dict[str, float]:
+    """The OT branch's statistics among a trainer report's values."""
+    return {k: stats[k] for k in ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err",
+                                  "ot_iters", "loss_ot", "loss_align") if k in stats}
+
+
 class Study:
     """Runs (resumably) the sweep or the study of the toy experiment and writes their reports."""
 
@@ -231,11 +237,11 @@ class Study:
     def final_stats(self, run: Run) -> Dict[str, float]:
         """The last epoch's validation OT statistics (empty for a model without the OT branch)."""
         epochs = self.x.epoch_stats(run)
-        if not epochs:
-            return {}
-        valid = epochs[-1]["valid"]
-        return {k: valid[k] for k in ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err", "loss_ot", "loss_align")
-                if k in valid}
+        return _ot_stats(epochs[-1]["valid"]) if epochs else {}
+
+    def initial_stats(self, run: Run) -> Dict[str, float]:
+        """The OT statistics of the first logged training batches (empty for a model without the OT branch)."""
+        return _ot_stats(self.x.first_interval_stats(run))
 
     # ------------------------------------------------------------------ study
     def study_config(self, name: str) -> Path:
@@ -321,6 +327,7 @@ class Study:
                 "seeds": [r.seed for r in rs], "test_cer_per_seed": [e.cer for e in test],
                 "test_error_points": {c: 100.0 * n / n_ref for c, n in pooled.items()},
                 "linguistic_share": sum(pooled[c] for c in ("homophone", "tone")) / max(1, sum(pooled.values())),
+                "initial_train_stats": [self.initial_stats(r) for r in rs],
                 "final_valid_stats": [self.final_stats(r) for r in rs],
                 "config": str(rs[0].config),
             }
@@ -411,18 +418,23 @@ class Study:
         for name, e in summary.items():
             lines.append(f"| {e['title']} | " + " | ".join(f"{e['test_error_points'][c]:.2f}" for c in CATEGORIES)
                          + f" | {e['linguistic_share']:.2f} |")
-        lines += ["", "Last-epoch validation OT statistics (mean over seeds): band_mass = coupling mass within 0.1 "
-                  "of the diagonal (about 0.2 for a uniform coupling), coupling entropy relative to the uniform "
-                  "coupling's (1 = uniform, about 0.5 = one-to-one), the worst Sinkhorn marginal error:", "",
-                  "| system | band_mass | coupling_entropy | coupling_entropy_rel | ot_marginal_err |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["", "OT statistics (mean over seeds) at initialisation (the trainer's report of the first training "
+                  "batches of epoch 1, learning rate still in warmup) and after training (last epoch, validation): "
+                  "band_mass = coupling mass within 0.1 of the diagonal (about 0.2 for a uniform coupling), coupling "
+                  "entropy relative to the uniform coupling's (1 = uniform, about 0.5 = one-to-one), the worst "
+                  "Sinkhorn marginal error:", "",
+                  "| system | band_mass init → final | coupling_entropy_rel init → final | coupling_entropy final | "
+                  "ot_marginal_err final |", "|---|---:|---:|---:|---:|"]
+
+        def mean_of(stats: Sequence[Dict[str, float]], key: str) -> str:
+            xs = [s[key] for s in stats if key in s]
+            return f"{sum(xs) / len(xs):.4g}" if xs else "—"
+
         for name, e in summary.items():
-            stats = e["final_valid_stats"]
-            vals = []
-            for k in ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err"):
-                xs = [s[k] for s in stats if k in s]
-                vals.append(f"{sum(xs) / len(xs):.4g}" if xs else "—")
-            lines.append(f"| {e['title']} | " + " | ".join(vals) + " |")
+            first, last = e.get("initial_train_stats", []), e["final_valid_stats"]
+            lines.append(f"| {e['title']} | " + " | ".join(
+                [f"{mean_of(first, k)} → {mean_of(last, k)}" for k in ("band_mass", "coupling_entropy_rel")]
+                + [mean_of(last, k) for k in ("coupling_entropy", "ot_marginal_err")]) + " |")
         a, t = probe["any_tone"], probe["same_tone"]
         lines += ["", "What the PLM knows (homophone probe on the test sentences: mask a character, choose among the "
                   "recogniser's characters with the same syllable by the PLM's score or by training-transcript "

@@ -148,8 +148,11 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
                 hyps = {u: hyp_bad if name == "baseline" or i >= 20 else hyp_good for i, u in enumerate(refs)}
                 path.write_text("".join(f"{u} {h}\n" for u, h in hyps.items()), encoding="utf-8")
             (x.run_dir(r) / "train.log").write_text(
+                "x (trainer:811) INFO: 1epoch:train:1-31batch: iter_time=0.02, loss=9.0, band_mass=0.2, "
+                "coupling_entropy_rel=0.95, optim0_lr0=2.8e-04\n"
+                "x (trainer:811) INFO: 1epoch:train:32-62batch: loss=8.0, band_mass=0.3\n"
                 "x (trainer:1) INFO: 4epoch results: [train] loss=1.0, [valid] cer_ctc=0.2, band_mass=0.5, "
-                "coupling_entropy=3.0, time=1 seconds\n", encoding="utf-8")
+                "coupling_entropy=3.0, coupling_entropy_rel=0.7, time=1 seconds\n", encoding="utf-8")
     x.out.mkdir(parents=True, exist_ok=True)
     probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
     (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
@@ -164,7 +167,9 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
         lo, hi = e["diff_vs_baseline_ci95"]
         assert lo < -10.0 < hi < 0  # every resample of utterances keeps the gain
         assert e["seeds"] == [1, 2] and e["final_valid_stats"][0]["band_mass"] == 0.5
+        assert e["initial_train_stats"][0] == {"band_mass": 0.2, "coupling_entropy_rel": 0.95}  # the first interval
     text = (x.out / "RESULTS.md").read_text(encoding="utf-8")
+    assert "| 0.2 → 0.5 | 0.95 → 0.7 | 3 |" in text
     assert "PLM 90.0% vs frequency 50.0%" in text and (x.out / "cer.png").is_file()
     assert json.loads((x.out / "summary.json").read_text(encoding="utf-8")) == summary
 
