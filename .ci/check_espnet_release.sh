@@ -65,7 +65,7 @@ log "user environment in ${SECONDS}s: ${before}; differs from the base: $(cd "${
 SECONDS=0
 report="${overlay}/plugin_install_report.json"
 pip install -q --dry-run --report "${report}" -e .
-would="$("${python}" -c 'import json, sys; print(" ".join(f"{i["metadata"]["name"]}=={i["metadata"]["version"]}" for i in json.load(open(sys.argv[1]))["install"]))' "${report}")"
+would="$("${python}" -c 'import json, sys; print(" ".join("%s==%s" % (i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(open(sys.argv[1]))["install"]))' "${report}")"
 log "pip install --dry-run --report -e . would install: ${would}"
 if grep -qiE '(^| )(espnet|torch|torchaudio)==' <<<"${would}"; then
     echo "check_espnet_release ${release}: FAILED: pip would replace the environment's espnet/torch/torchaudio: ${would}" >&2
