@@ -77,3 +77,9 @@ def test_readme_states_the_result_of_every_supported_release():
     (default,) = re.findall(r"^ESPNET \?= (\d+)$", (REPO / "Makefile").read_text(), flags=re.M)
     (pin,) = _constraints()["espnet"].specifier
     assert default in SUPPORTED_ESPNET and default != pin.version, "make compat must check another release"
+    # and `make test` (what CI runs) checks one such release after the suite
+    makefile = (REPO / "Makefile").read_text()
+    (ci,) = re.findall(r"^CI_ESPNET \?= (\d+)$", makefile, flags=re.M)
+    assert ci in SUPPORTED_ESPNET and ci != pin.version
+    recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
+    assert ".ci/check_espnet_release.sh $(CI_ESPNET)" in recipe, recipe
