@@ -472,7 +472,6 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
         "--toy_corpus_opts", "--num-train 120 --num-dev 16 --num-test 16 --speakers 4 1 1",
         "--toy_plm_opts", "--steps 20",
         "--test_sets", "toy_test", "--stop_stage", "14",
-        "--asr_args", "--max_epoch 2",  # 2 epochs show per-epoch stats, averaging and images as well as 4
     ]
     log = tmp_path / "run.log"
     with open(log, "w") as f:
