@@ -247,8 +247,7 @@ class ToyExperiment:
                 if m:
                     row = {"epoch": int(m.group(1))}
                     for name, blob in (("train", m.group(2)), ("valid", m.group(3))):
-                        row[name] = {k: float(v) for k, v in (kv.split("=", 1) for kv in blob.split(", ") if "=" in kv)
-                                     if _is_float(v)}
+                        row[name] = _numbers(blob)
                     out.append(row)
         return out
 
@@ -258,9 +257,13 @@ class ToyExperiment:
             for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
                 m = FIRST_INTERVAL.search(line)
                 if m:
-                    return {k: float(v) for k, v in (kv.split("=", 1) for kv in m.group(1).split(", ") if "=" in kv)
-                            if _is_float(v)}
+                    return _numbers(m.group(1))
         return {}
+
+
+def _numbers(blob: str) -> Dict[str, float]:
+    """The numeric ``key=value`` pairs of a trainer report (``k1=v1, k2=v2, ...``)."""
+    return {k: float(v) for k, v in (kv.split("=", 1) for kv in blob.split(", ") if "=" in kv) if _is_float(v)}
 
 
 def _is_float(text: str) -> bool:

@@ -143,25 +143,24 @@ class Study:
             return self.conf_dir / method.config
         return write_variant(self.conf_dir / method.config, merged, self.x.out / "conf" / f"{name}.yaml", name)
 
-    def prep_tasks(self, runs: Sequence[Run], before: Sequence[Task] = ()) -> List[Task]:
-        """Data, stats and Z_L dumps; ``before`` (e.g. a task named ``plm`` building the PLM) run first."""
+    def prep_tasks(self, runs: Sequence[Run]) -> List[Task]:
+        """Data, stats and Z_L dumps (the PLM is built before, see :func:`espnet_ot.toy.world.build_plm`)."""
         x = self.x
-        plm_dep = ["plm"] if any(t.name == "plm" for t in before) else []
         base = self.conf_dir / METHODS[0].config
         tasks = [
             Task("data", self.phase("data", x.prepare_data)),
             Task("stats", self.phase("stats", lambda: x.collect_stats(base)), ["data"]),
         ]
         if any(r.feats is not None for r in runs):
-            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"] + plm_dep),
-                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"] + plm_dep)]
+            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"]),
+                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"])]
         if any(r.feats == "plm_masked" for r in runs):
             tasks += [Task(f"masked_{s}", self.phase(f"masked Z_L {s}", lambda s=s: x.dump_feats(s, "plm_masked")),
-                           ["data"] + plm_dep) for s in ("train", "dev")]
+                           ["data"]) for s in ("train", "dev")]
         if any(r.feats == "plm_shuffled" for r in runs):
             tasks.append(Task("shuffled", self.phase("shuffled Z_L", lambda: "; ".join(
                 x.shuffle_feats(s) for s in ("train", "dev"))), ["feats_train", "feats_dev"]))
-        return list(before) + tasks
+        return tasks
 
     def train_tasks(self, runs: Sequence[Run], splits: Sequence[str]) -> List[Task]:
         tasks = []
@@ -262,19 +261,19 @@ class Study:
         return {name: [Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
                        for s in seeds_of(name)] for name in methods}
 
-    def run_sweep(self, methods: Sequence[str] = tuple(SWEEP), before: Sequence[Task] = ()) -> Dict[str, Any]:
+    def run_sweep(self, methods: Sequence[str] = tuple(SWEEP)) -> Dict[str, Any]:
         """Train (resuming) and decode on dev every sweep variant of methods; write <out>/sweep.{md,json,png}."""
         unknown = sorted(set(methods) - set(SWEEP))
         if unknown:
             raise ValueError(f"methods: {', '.join(unknown)} not swept; choose from {', '.join(SWEEP)}")
         runs = [r for m in methods for _, _, r in self.sweep_runs(m)]
-        run_tasks(self.prep_tasks(runs, before) + self.train_tasks(runs, ["dev"]), self.jobs, self.console)
+        run_tasks(self.prep_tasks(runs) + self.train_tasks(runs, ["dev"]), self.jobs, self.console)
         report = self.write_sweep_report(methods)
         self.console.raw((self.x.out / "sweep.md").read_text(encoding="utf-8"))
         return report
 
     def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                  before: Sequence[Task] = (), control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                  control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
         """Train (resuming), decode and report every method for every seed, in one job graph.
 
         The systems are the configs of conf_dir as they are (their settings chosen on dev by :meth:`run_sweep`).
@@ -284,7 +283,7 @@ class Study:
         runs = self.study_runs(seeds, methods, control_seeds)
         # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
         order = [runs[name][i] for i in range(len(seeds)) for name in methods if i < len(runs[name])]
-        tasks = self.prep_tasks(order, before)
+        tasks = self.prep_tasks(order)
         tasks += [Task(f"config {n}", self.phase(f"config {n}", lambda n=n: self.write_study_config(n))) for n in methods]
         for task in self.train_tasks(order, ["dev", "test"]):
             if task.name.startswith("train "):
