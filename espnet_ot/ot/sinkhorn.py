@@ -25,7 +25,7 @@ def sinkhorn(
     eps_init: Optional[float] = None,
     stage_iter: int = 10,
     warn: bool = True,
-    newton_steps: int = 30,
+    newton_steps: int = 60,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic optimal transport between uniform distributions on the real positions, batched.
 
@@ -38,23 +38,36 @@ def sinkhorn(
     (Cuturi 2013, Eq. 2; TOT-CAKT Eq. 8 and 15) whose solution is
     :math:`\gamma_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` for the dual potentials (f, g).
 
-    Algorithm. Sinkhorn's alternating projections in the log-stabilised *absorption* form (Schmitzer 2019,
-    Alg. 2): the scalings are periodically absorbed into (f, g) and the kernel
-    :math:`K_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is rebuilt, so it stays well scaled for any
-    :math:`\varepsilon`, while the iterations in between are batched mat-vecs. With ``eps_scaling`` the
-    problem is first solved at :math:`\varepsilon_k = 2^k \varepsilon` (ratio ``1/eps_scaling``), from
-    :math:`\varepsilon_0 \approx` 1/8 of the utterance's cost range down to the target, ``stage_iter`` iterations per
-    stage, each stage warm-started from the previous potentials (Schmitzer 2019, Sec. 3.2; Chizat, Peyré,
-    Schmitzer & Vialard 2018, Sec. 4.1): at small :math:`\varepsilon` with a banded (temporal-prior) cost
-    this replaces thousands of iterations by a few hundred. Should a block under- or overflow, that
-    utterance's block is redone with exact log-domain (logsumexp) updates.
+    Algorithm. Two solvers share an :math:`\varepsilon` ladder :math:`\varepsilon_k = 2^k \varepsilon` (ratio
+    ``1/eps_scaling``), each stage warm-started from the previous potentials (Schmitzer 2019, Sec. 3.2; Chizat,
+    Peyré, Schmitzer & Vialard 2018, Sec. 4.1).
+
+    * Newton's method on the semi-dual in the token potentials g (the frame potentials f eliminated by their
+      exact update; Cuturi & Peyré 2018; Brauer, Clason, Lorenz & Wirth 2017), for a hard token marginal with
+      at most 512 tokens (``newton_steps > 0``): one (Lt x Lt) Cholesky solve per step and utterance, damped by
+      a line search. The ladder starts at :math:`\min(\text{range}/8, 1)`, each stage is solved to a loose
+      1e-2, then the target to ``tol``. At small :math:`\varepsilon` with a temporal prior this takes tens of
+      steps where Sinkhorn takes thousands of iterations (and may not reach ``tol`` at all).
+    * Sinkhorn's alternating projections in the log-stabilised *absorption* form (Schmitzer 2019, Alg. 2): the
+      scalings are periodically absorbed into (f, g) and the kernel
+      :math:`K_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is rebuilt, so it stays well scaled for any
+      :math:`\varepsilon`, while the iterations in between are batched mat-vecs; the ladder starts at 1/8 of the
+      utterance's cost range, ``stage_iter`` iterations per stage. Sinkhorn alone solves relaxed token
+      marginals and long token sequences; with Newton it does the first few iterations at the target
+      :math:`\varepsilon` when no ladder was needed (easy problems converge there) and takes over any utterance
+      Newton leaves above ``tol``. Should a block under- or overflow, that utterance's block is redone with
+      exact log-domain (logsumexp) updates.
+
+    Finally the frame potentials are updated exactly, so the rows are exact to rounding, and the error reported
+    is the column error of the coupling returned.
 
     Stopping rule: per utterance, the L1 error of the column marginal (rows are exact after each update)
-    below ``tol``, checked after 3, 6 and 10 iterations at the target :math:`\varepsilon`, then every
-    ``check_every`` (one host synchronisation per check); a converged utterance is frozen, so its coupling does not depend on its
-    batch neighbours. ``max_iter`` is a safety cap on the iterations at the target :math:`\varepsilon`;
-    reaching it with some error above ``tol`` warns once (``warnings.warn``) with the worst error.
-    Computation is in float32 (float64 for float64 costs), also inside ``torch.autocast`` regions.
+    below ``tol``: checked after every Newton step, and in Sinkhorn after 3, 6 and 10 iterations at the target
+    :math:`\varepsilon`, then every ``check_every`` (one host synchronisation per check or step). A converged
+    utterance is frozen, so its coupling does not depend on its batch neighbours. ``max_iter`` is a safety cap
+    on the iterations at the target :math:`\varepsilon` (Newton steps included); reaching it with some error
+    above ``tol`` warns once (``warnings.warn``) with the worst error. Computation is in float32 (float64 for
+    float64 costs), also inside ``torch.autocast`` regions.
 
     Parameters
     ----------
@@ -85,6 +98,8 @@ def sinkhorn(
         Iterations per eps-scaling stage.
     warn : bool
         Warn when ``max_iter`` is reached before ``tol``.
+    newton_steps : int
+        Cap on Newton's trial points at the target eps (0: Sinkhorn only).
 
     Returns
     -------
@@ -94,6 +109,9 @@ def sinkhorn(
     References
     ----------
     M. Cuturi, "Sinkhorn distances: lightspeed computation of optimal transport", NeurIPS 2013.
+    M. Cuturi, G. Peyré, "Semidual regularized optimal transport", SIAM Review 60(4), 941-965, 2018.
+    C. Brauer, C. Clason, D. Lorenz, B. Wirth, "A Sinkhorn-Newton method for entropic optimal transport",
+    arXiv preprint, 2017.
     B. Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems",
     SIAM J. Sci. Comput. 41(3), A1443-A1481, 2019.
     L. Chizat, G. Peyré, B. Schmitzer, F.-X. Vialard, "Scaling algorithms for unbalanced optimal transport
@@ -132,7 +150,7 @@ def sinkhorn_unbalanced(
     eps_init: Optional[float] = None,
     stage_iter: int = 10,
     warn: bool = True,
-    newton_steps: int = 30,
+    newton_steps: int = 60,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic unbalanced (or semi-relaxed) optimal transport, batched: marginals penalised by KL.
 
@@ -165,8 +183,8 @@ def sinkhorn_unbalanced(
         marginal.
     reg_type : {"kl", "entropy"}
         Entropic term :math:`\Omega` (see above).
-    max_iter, tol, check_every, init, return_log, eps_scaling, eps_init, stage_iter, warn
-        As in :func:`sinkhorn`.
+    max_iter, tol, check_every, init, return_log, eps_scaling, eps_init, stage_iter, warn, newton_steps
+        As in :func:`sinkhorn` (Newton's method needs a hard token marginal, ``tau_y = inf``).
 
     Returns
     -------
@@ -366,16 +384,20 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         f0, g0 = init[0].to(dtype), init[1].to(dtype)
 
     # eps ladder: utterance b starts at eps * r^-K_b, K_b = ceil(log_{1/r}(range_b / eps)).
+    use_newton = newton_steps > 0 and Y.hard and 0 < Lt <= NEWTON_MAX_LT
     scaling = 0.0 < eps_scaling < 1.0 and (init is None or eps_init is not None)
     if scaling:
         if eps_init is None:
-            rng = (hi - lo).clamp_min(0.0)
+            # start a few stages below the cost range: above range/8 the coupling is close to the prior's
+            # anyway; Newton's method needs no more than NEWTON_START (from a cold start it converges there
+            # in a step or two, where Sinkhorn needs the whole ladder from the range down)
+            rng = (hi - lo).clamp_min(0.0) / 8.0
         else:
             rng = torch.full((B,), eps_init, dtype=dtype, device=device)
-        # start a few stages below the cost range: above range/8 the coupling is close to the prior's anyway
-        rng = rng / 8.0 if eps_init is None else rng
         ratio = torch.log(rng / eps) / math.log(1.0 / eps_scaling)
         K_b = torch.where(active & (rng > eps), torch.ceil(ratio - 1e-9), torch.zeros_like(ratio)).clamp(0, 40).long()
+        if use_newton and eps_init is None:
+            K_b = K_b.clamp_max(max(0, math.floor(math.log(NEWTON_START / eps) / math.log(1.0 / eps_scaling) + 1e-9)))
         n_stages = int(K_b.max())
     else:
         K_b = torch.zeros(B, dtype=torch.long, device=device)
@@ -388,7 +410,8 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     phi = torch.where(act_x, f0 / eps_b[:, None], phi)
     psi = torch.where(act_y, g0 / eps_b[:, None], psi)
 
-    use_newton = newton_steps > 0 and Y.hard and 0 < Lt <= NEWTON_MAX_LT
+    newton = None  # the Newton solver, built at its first use
+    newton_ladder = False  # the last stage was Newton's: go straight to Newton at the target eps
     # --- eps-scaling stages: a fixed number of iterations each (no host synchronisation, no batch coupling)
     for k in range(n_stages, 0, -1):
         part = active & (K_b >= k)  # utterances whose ladder has reached stage k
@@ -397,9 +420,11 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         psi = psi * (eps_b / eps_k)[:, None]
         eps_b = eps_k
         eps_k_s = eps * (1.0 / eps_scaling) ** k
-        if use_newton and eps_k_s <= NEWTON_STAGES["below"]:
-            phi_n, psi_n, err_n, st, _ = _newton(C, eps_k_s, X, Y, phi, psi, part, NEWTON_STAGES["tol"],
-                                                 NEWTON_STAGES["steps"])
+        newton_ladder = use_newton and eps_k_s <= NEWTON_START
+        if newton_ladder:
+            newton = newton or _Newton(C, X, Y)
+            phi_n, psi_n, err_n, st, _ = newton.solve(eps_k_s, phi, psi, part, NEWTON_STAGE_TOL,
+                                                      min(newton_steps, NEWTON_STAGE_STEPS))
             n_iter = n_iter + st
         else:
             phi_n, psi_n, err_n = _scaling_iters(C, eps_b, X, Y, phi, psi, stage_iter)
@@ -412,12 +437,12 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     psi = torch.where(act_y, psi * (eps_b / eps)[:, None], psi)
     eps_t = torch.full_like(err, eps)
 
-    # --- target eps: a short Sinkhorn block (enough for easy and warm-started problems), then Newton's
-    # method on the token potentials (hard token marginal, few tokens) for the others
+    # --- target eps: a short Sinkhorn block (enough for easy and warm-started problems, skipped after Newton
+    # stages), then Newton's method on the token potentials (hard token marginal, few tokens) for the others
     done = torch.zeros(B, dtype=torch.long, device=device)
     todo = active.clone()
     capped = False
-    if use_newton:
+    if use_newton and not newton_ladder:
         # early checks (easy problems converge in a few iterations at large eps), frozen at convergence
         n0 = min(max_iter, 2 * check_every)
         phi_b, psi_b, err_b, n_b, n = _final_block(C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol)
@@ -429,7 +454,8 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         done = done + n_b
         todo = todo & ~(fine & (err_b < tol))
     if use_newton and bool(todo.any()):
-        phi, psi, err_n, steps, conv = _newton(C, eps, X, Y, phi, psi, todo, tol, min(newton_steps, max_iter))
+        newton = newton or _Newton(C, X, Y)
+        phi, psi, err_n, steps, conv = newton.solve(eps, phi, psi, todo, tol, min(newton_steps, max_iter))
         err = torch.where(todo, err_n, err)
         n_iter = n_iter + steps
         done = done + steps
@@ -482,8 +508,11 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         coupling = Z.mul_(fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
         err_f = (coupling.sum(1) - Y.w).abs().masked_fill(~my, 0.0).sum(-1)
         if not bool(torch.isfinite(err_f).all()):  # (phi, psi) far from consistent: shift by the row maxima
-            _, err_f, _, phi_f, _, (E, fac, _, _) = _x_exact(C * (-1.0 / eps), psi, None, X, Y, kx, cx, eps)
-            coupling = (E * fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
+            exact = newton or _Newton(C, X, Y)
+            exact.setup(eps)
+            err_f, _, lse, (E, fac, _, _) = exact.evaluate(psi, None)
+            phi_f = exact.phi(lse)
+            coupling = (E * fac.unsqueeze(1)).transpose(1, 2).masked_fill(~(pair & active[:, None, None]), 0.0)
         err = torch.where(active, err_f, err)
         phi = torch.where(act_x, phi_f, phi)
     else:
@@ -494,12 +523,16 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     return coupling, log
 
 
-NEWTON_STAGES = {"below": 1.0, "tol": 1e-2, "steps": 2}
+NEWTON_START = 1.0  # Newton's ladder starts at most here (cost units), Sinkhorn's at range / 8
+NEWTON_STAGE_TOL, NEWTON_STAGE_STEPS = 1e-2, 20  # each stage of Newton's ladder: a loose tolerance
+NEWTON_CAP = 10.0  # largest change of a token potential in one Newton step, in units of eps
+SHRINK_LO = 0.25  # a rejected Newton step shrinks by at least half, at most to a quarter
+NEWTON_RIDGE = 1e-9  # ridge on Newton's Hessian, relative to the token weights (see _Newton.__init__)
 FIRST_CHECKS = (3, 6, 10)  # checks of the first block at the target eps (then every check_every)
 NEWTON_MAX_LT = 512  # Newton's linear systems are (Lt x Lt): beyond this, Sinkhorn iterations only
 
 
-def _newton(C, eps, X, Y, phi, psi, todo, tol, max_steps):
+class _Newton:
     r"""Damped Newton's method on the semi-dual in the token potentials, x potentials eliminated.
 
     With the exact x update :math:`\phi_i(\psi) = c_i - \kappa \log\sum_j \exp(\psi_j - C_{ij}/\varepsilon)`
@@ -507,114 +540,114 @@ def _newton(C, eps, X, Y, phi, psi, todo, tol, max_steps):
     of :math:`\psi` alone, :math:`F(\psi) = \langle b, \psi\rangle - \sum_i a_i \mathrm{LSE}_i` (hard x) or
     :math:`\langle b, \psi\rangle - \frac{\tau_x+\varepsilon}{\varepsilon}\sum_i r_i` (relaxed x, r the row
     sums), whose gradient is :math:`b - q` (q the column marginal) and whose negative Hessian is
-    :math:`J = \mathrm{diag}(q) - \kappa\, \Gamma^T \mathrm{diag}(1/r)\, \Gamma`, an (Lt x Lt) system per
-    utterance. For a hard x marginal J is singular along the constant vector (the gauge of the potentials);
-    the rank-one term :math:`1 1^T / l_t` fixes it. Steps are damped by Armijo backtracking on F
-    (Boyd & Vandenberghe 2004, Alg. 9.5; Brauer, Clason, Lorenz & Wirth 2017 solve the two-potential
-    system). Evaluations are shifted by the previous log-sum-exp, so nothing over- or underflows at any eps.
-    Returns the potentials, the L1 column error, the steps taken and the convergence flag, per utterance.
+    :math:`J = \mathrm{diag}(q) - \kappa W`, :math:`W = \Gamma^T \mathrm{diag}(1/r)\, \Gamma`, an (Lt x Lt) system
+    per utterance. As :math:`W 1 = q`, :math:`J = (1-\kappa)\mathrm{diag}(q) + \kappa\, \mathcal{L}(W)` with
+    :math:`\mathcal{L}(W) = \mathrm{diag}(W 1) - W` the Laplacian of W's off-diagonal part, which is how it is
+    computed: at small eps the rows of the coupling are nearly one-hot and :math:`q_j - W_{jj}` loses every digit
+    of float32, while the Laplacian's entries are sums of positive terms. For a hard x marginal J is singular
+    along the constant vector (the gauge of the potentials); the rank-one term :math:`1 1^T / l_t` fixes it.
+    A step is accepted unless it overshoots the maximum of F along the direction by much (the derivative
+    there, accurate in float32 where F is not, is at least minus half the initial slope); otherwise the step
+    shrinks to the secant root of the derivative (Nocedal & Wright 2006, Sec. 3.5; Brauer, Clason, Lorenz &
+    Wirth 2017 solve the two-potential system). Evaluations are shifted by the previous log-sum-exp, so nothing
+    over- or underflows at any eps. Work is in the (B, Lt, La) layout: the reductions over tokens are then
+    over a middle axis, the fast one on CPU.
     """
-    B, La, Lt = C.shape
-    dtype, dev = C.dtype, C.device
-    Cs = C * (-1.0 / eps)
-    kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
-    cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
-    zero_x = torch.zeros((), dtype=dtype, device=dev)
 
-    def evaluate(idx, ps, shift):
-        return _x_exact(Cs[idx], ps, shift, X.subset(idx), Y.subset(idx), kx, cx[idx], eps)
+    def __init__(self, C: torch.Tensor, X: "_Side", Y: "_Side"):
+        self.Ct = C.transpose(1, 2).contiguous()
+        self.X, self.Y = X, Y
+        my = Y.mask.to(torch.float64)
+        gauge = my.unsqueeze(2) * my.unsqueeze(1) / my.sum(-1).clamp_min(1.0)[:, None, None] if X.hard else 0.0
+        # identity on padded tokens, the gauge fix and a ridge: at small eps a group of tokens can share no
+        # frame with the others above float32's range, so L(W) splits into blocks, singular beyond the gauge;
+        # the ridge makes such a block's step large (then capped), the step Newton takes were the links resolved
+        self.fix = torch.diag_embed(1.0 - my + NEWTON_RIDGE * Y.w.to(torch.float64)) + gauge
+        self.pad = X.pad.squeeze(1)  # (B, La): 1 on padded frames
 
-    def direction(idx, e, parts):
+    def setup(self, eps: float) -> None:
+        X, dtype = self.X, self.Ct.dtype
+        self.eps = eps
+        self.Cs = self.Ct * (-1.0 / eps)
+        self.kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
+        self.cx = X.log_w if (X.hard or X.reg_type == "kl") else self.kx * X.log_w
+
+    def evaluate(self, ps: torch.Tensor, shift: Optional[torch.Tensor]):
+        """Column error (B,), q - b, the log-sum-exp per frame and (E, fac, s, q) after an exact x update at
+        token potentials ``ps``, with gamma_ij = fac_i E_ji; ``shift`` (B, La) None: the frame's maximum."""
+        E = self.Cs + ps.unsqueeze(2)
+        if shift is None:
+            shift = E.amax(1)
+        E = _exp_(E.sub_(shift.unsqueeze(1)))
+        s_ = E.sum(1).add_(self.pad)  # 1 on padded frames, where fac is 0 (cx = -inf)
+        log_s = torch.log(s_)
+        lse = shift + log_s
+        # fac = exp(phi_i + shift_i), written without cancelling the large shift
+        e_fac = self.cx - log_s if self.kx == 1.0 else self.cx - self.kx * log_s + (1.0 - self.kx) * shift
+        fac = torch.exp(e_fac)
+        q = torch.bmm(E, fac.unsqueeze(2)).squeeze(2)
+        e = q - self.Y.w
+        return e.abs().sum(-1), e, lse, (E, fac, s_, q)
+
+    def phi(self, lse: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.X.mask, self.cx - self.kx * lse, self.X.log_w)
+
+    def direction(self, e, parts):
+        """Newton direction J^{-1}(b - q), capped at NEWTON_CAP (units of eps), and its slope (b - q) . d."""
         E, fac, s_, q = parts
-        w = torch.where(X.mask[idx], fac / s_, zero_x)
-        J = (-kx * torch.bmm(E.transpose(1, 2), E * w.unsqueeze(2))).double()
-        J.diagonal(dim1=1, dim2=2).add_(q.double())
-        my = Y.mask[idx].double()
-        pair = my.unsqueeze(2) * my.unsqueeze(1)
-        if X.hard:
-            J = J + pair / my.sum(-1).clamp_min(1.0)[:, None, None]
-        J = J * pair + torch.diag_embed(1.0 - my)
-        L, info = torch.linalg.cholesky_ex(J)
-        d = torch.cholesky_solve(-e.double().unsqueeze(2), L).squeeze(2)
-        d = torch.where((info == 0)[:, None], d, -e.double() / q.double().clamp_min(1e-30))  # fallback: scaled gradient
-        d = d.to(dtype)
-        big = d.abs().amax(-1, keepdim=True).clamp_min(1e-30)
-        d = d * torch.clamp(20.0 / big, max=1.0)
-        return d, (-e * d).sum(-1)
+        W = torch.bmm(E * (fac / s_).unsqueeze(1), E.transpose(1, 2))
+        W.diagonal(dim1=1, dim2=2).zero_()
+        J = torch.diag_embed(W.sum(-1)).sub_(W).double().add_(self.fix)
+        if self.kx != 1.0:
+            J = J.mul_(self.kx).add_(torch.diag_embed((1.0 - self.kx) * q.double()))
+        # (cholesky_ex: were J not numerically positive definite, the step would be garbage and rejected by
+        # the line search; the utterance then stalls and Sinkhorn's iterations take over)
+        d = torch.cholesky_solve(e.double().unsqueeze(2), torch.linalg.cholesky_ex(J)[0]).squeeze(2).to(e.dtype)
+        d = d.mul_(-torch.clamp(NEWTON_CAP / torch.linalg.vector_norm(d, math.inf, -1, keepdim=True), max=1.0))
+        return d, -(e * d).sum(-1)
 
-    # first evaluation at the incoming token potentials
-    idx = todo.nonzero(as_tuple=True)[0]
-    F, err_i, e, phi_i, lse, parts = evaluate(idx, psi[idx], None)
-    shift0 = torch.zeros_like(phi)
-    err = torch.full((B,), math.inf, dtype=dtype, device=dev).index_put((idx,), err_i)
-    Fa = torch.full((B,), -math.inf, dtype=dtype, device=dev).index_put((idx,), F)
-    phi = phi.index_put((idx,), phi_i)
-    shift = shift0.index_put((idx,), lse)
-    conv = torch.zeros(B, dtype=torch.bool, device=dev).index_put((idx,), err_i < tol)
-    live = todo & ~conv
-    steps = torch.zeros(B, dtype=torch.long, device=dev)
-    delta = torch.zeros_like(psi)
-    slope = torch.zeros(B, dtype=dtype, device=dev)
-    t = torch.zeros(B, dtype=dtype, device=dev)
-    need_dir = live.clone()
-    for _ in range(3 * max_steps):
-        if not bool(live.any()):
-            break
-        # new directions at the accepted points that need one
-        nd = need_dir & live
-        if bool(nd.any()):
-            di = nd.nonzero(as_tuple=True)[0]
-            sel = torch.isin(idx, di)
-            d, sl = direction(di, e[sel], tuple(p[sel] for p in parts))
-            delta, slope = delta.index_put((di,), d), slope.index_put((di,), sl)
-            t = t.index_put((di,), torch.ones_like(sl))
-            steps = steps.index_put((di,), steps[di] + 1)
-        idx = live.nonzero(as_tuple=True)[0]
-        trial = torch.where(Y.mask[idx], psi[idx] + t[idx, None] * delta[idx], psi[idx])
-        F, err_i, e, phi_i, lse, parts = evaluate(idx, trial, shift[idx])
-        # accept unless the step overshot the maximum of F along delta by much: F is concave, so
-        # phi'(t) = (b - q(t)) . delta >= -slope / 2 keeps F(t) >= F(0) up to O(t^3) terms; unlike F itself,
-        # the derivative is accurate in float32
-        ok = torch.isfinite(F) & ((-e * delta[idx]).sum(-1) >= -0.5 * slope[idx])
-        psi = psi.index_put((idx,), torch.where(ok[:, None], trial, psi[idx]))
-        phi = phi.index_put((idx,), torch.where(ok[:, None], phi_i, phi[idx]))
-        shift = shift.index_put((idx,), torch.where(ok[:, None], lse, shift[idx]))
-        Fa = Fa.index_put((idx,), torch.where(ok, F, Fa[idx]))
-        err = err.index_put((idx,), torch.where(ok, err_i, err[idx]))
-        c_i = ok & (err_i < tol)
-        conv = conv.index_put((idx,), c_i)
-        t_i = torch.where(ok, t[idx], 0.5 * t[idx])
-        t = t.index_put((idx,), t_i)
-        need_dir = need_dir.index_put((idx,), ok)
-        live = live.index_put((idx,), ~c_i & (t_i > 1e-4) & (steps[idx] < max_steps + (~ok).long()))
-    return phi, psi, torch.where(todo, err, torch.zeros_like(err)), steps, conv
-
-
-def _x_exact(Cs, ps, shift, X, Y, kx, cx, eps):
-    """Coupling after an exact x update at token potentials ``ps``: F, L1 column error, q - b, phi, LSE and
-    (E, fac, s, q) with gamma_ij = fac_i E_ij; ``shift`` (per row) None = the row maximum."""
-    zero_x = torch.zeros((), dtype=Cs.dtype, device=Cs.device)
-    mxs, mys = X.mask, Y.mask
-    E = Cs + ps.unsqueeze(1)
-    if shift is None:  # shift by the row maximum (exact, one more pass)
-        shift = torch.where(mxs, E.amax(2), zero_x)
-        shift = torch.where(torch.isfinite(shift), shift, zero_x)
-    E = _exp_(E.sub_(shift.unsqueeze(2)))
-    s_ = E.sum(2)
-    lse = torch.where(mxs, shift + torch.log(s_), zero_x)
-    phi_i = torch.where(mxs, cx - kx * lse, X.log_w)
-    # gamma_ij = fac_i E_ij, fac = exp(phi_i + shift) written without cancelling the large shift
-    e_fac = cx - kx * torch.log(s_) if kx == 1.0 else cx - kx * torch.log(s_) + (1.0 - kx) * shift
-    fac = torch.where(mxs, torch.exp(e_fac.clamp_min(-700.0)), zero_x)
-    q = torch.bmm(fac.unsqueeze(1), E).squeeze(1)
-    e = (q - Y.w).masked_fill(~mys, 0.0)
-    lin = (Y.w * torch.where(mys, ps, zero_x)).sum(-1)
-    if X.hard:
-        F = lin - (X.w * lse).sum(-1)
-    else:
-        F = lin - (X.tau + eps) / eps * (fac * s_).sum(-1)
-    F = torch.where(torch.isfinite(F) & torch.isfinite(e).all(-1), F, torch.full_like(F, -math.inf))
-    return F, e.abs().sum(-1), e, phi_i, lse, (E, fac, s_, q)
+    def solve(self, eps, phi, psi, todo, tol, max_steps):
+        """Newton at ``eps`` from token potentials ``psi`` for the utterances in ``todo`` (the others keep
+        their state exactly); returns phi, psi, the L1 column error, the steps taken and the convergence flag."""
+        self.setup(eps)
+        err, e, shift, parts = self.evaluate(psi, None)
+        phi = torch.where(todo.unsqueeze(1), self.phi(shift), phi)
+        err = torch.where(todo, err, torch.zeros_like(err))
+        conv = todo & (err < tol)
+        live = todo & ~conv
+        need = live  # utterances that need a new direction at their last evaluated (accepted) point
+        delta = torch.zeros_like(psi)
+        slope = torch.zeros_like(err)
+        steps = torch.zeros_like(todo, dtype=torch.long)
+        t = torch.ones_like(err)
+        # every utterance's trajectory is its own (a round cap, no per-utterance budget), so the result of
+        # each does not depend on its batch
+        for _ in range(max_steps):
+            any_live, any_need = torch.stack([live, need]).any(1).tolist()  # one host synchronisation
+            if not any_live:
+                break
+            if any_need:
+                d, sl = self.direction(e, parts)
+                delta = torch.where(need.unsqueeze(1), d, delta)
+                slope = torch.where(need, sl, slope)
+                t = torch.where(need, 1.0, t)
+                steps = steps + need
+            trial = psi + (t * live).unsqueeze(1) * delta
+            err_t, e, lse, parts = self.evaluate(trial, shift)
+            dphi = -(e * delta).sum(-1)  # derivative of F along delta at the trial point
+            # accepted: within tolerance, or not overshooting much (err_t < inf: finite)
+            conv_t = live & (err_t < tol)
+            ok = conv_t | (live & (err_t < math.inf) & (dphi >= -0.5 * slope))
+            okc = ok.unsqueeze(1)
+            psi, shift = torch.where(okc, trial, psi), torch.where(okc, lse, shift)
+            err = torch.where(ok, err_t, err)
+            conv = conv | conv_t
+            # rejected: the secant root of the (decreasing) derivative on [0, t], within [SHRINK_LO, 1/2] of t
+            t = torch.where(ok, t, torch.nan_to_num(slope / (slope - dphi), nan=0.1).clamp_(SHRINK_LO, 0.5) * t)
+            live = live & ~conv & (t > 1e-4)
+            need = ok & live
+        phi = torch.where(todo.unsqueeze(1), self.phi(shift), phi)
+        return phi, psi, err, steps, conv
 
 
 def _side_subset(self, idx):
@@ -628,21 +661,26 @@ _Side.subset = _side_subset
 
 
 def _exp_(Z: torch.Tensor) -> torch.Tensor:
-    """In-place exp with the argument floored just above the dtype's underflow threshold.
+    """In-place exp, with results below ``_TINY`` (1e-15 in float32) set to exactly 0.
 
-    On CPU, exp of an argument whose result underflows (to a subnormal or 0, -inf included) takes a slow
-    path, up to 100x slower; flooring costs one cheap pass and changes entries by less than 1e-38.
+    On CPU, arithmetic on subnormal numbers takes a slow path, up to 100x slower: exp of an argument whose
+    result underflows does, and so do the products of two small kernel entries inside ``bmm`` (Newton's
+    Hessian multiplies kernel entries pairwise). The argument is floored where exp stays normal, and results
+    below ``_TINY`` are zeroed, so no product of two kept entries and a weight is subnormal. Every kernel
+    built here is either the current coupling estimate (absorbed potentials) or shifted so that each row's
+    largest entry is about 1, so a zeroed entry changes a marginal by less than ``La * Lt * _TINY``.
     """
-    return Z.clamp_min_(_LOG_TINY.get(Z.dtype, -87.0)).exp_()
+    return torch.nn.functional.threshold_(Z.clamp_min_(_LOG_FLOOR[Z.dtype]).exp_(), _TINY[Z.dtype], 0.0)
 
 
-_LOG_TINY = {torch.float32: -87.0, torch.float64: -700.0}
+_LOG_FLOOR = {torch.float32: -87.0, torch.float64: -700.0}
+_TINY = {torch.float32: 1e-15, torch.float64: 1e-140}
 
 
 def _kernel(C: torch.Tensor, eps: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """exp(phi_i + psi_j - C_ij / eps_b) for per-utterance eps (B,), in a few passes over (B, La, Lt).
 
-    Entries that would underflow are floored at ~1e-38 (see :func:`_exp_`); the scalings are 0 on padding.
+    Entries below ``_TINY`` are 0 (see :func:`_exp_`); the scalings are 0 on padding.
     """
     Z = torch.mul(C, (-1.0 / eps)[:, None, None])
     Z.add_(phi.unsqueeze(2)).add_(psi.unsqueeze(1))
