@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from espnet_ot.ot._utils import as_number, check_masks, check_tensor, fp32_region, solver_dtype, uniform_weights
-from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
+from espnet_ot.ot.sinkhorn import NEWTON_STEPS, STAGE_ITER, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -122,6 +122,11 @@ def fused_gromov_wasserstein(
         raise ValueError(f"alpha must be in [0, 1] (0 = node costs only, 1 = edges only), got {alpha}")
     max_iter = as_number("max_iter", max_iter, low=1, integer=True)
     tol = as_number("tol", tol, low=0.0)
+    eps = as_number("eps", eps, low=0.0, low_open=True)
+    sinkhorn_max_iter = as_number("sinkhorn_max_iter", sinkhorn_max_iter, low=1, integer=True)
+    sinkhorn_tol = as_number("sinkhorn_tol", sinkhorn_tol, low=0.0)
+    check_every = as_number("check_every", check_every, low=1, integer=True)
+    eps_scaling = as_number("eps_scaling", eps_scaling, low=0.0, high=1.0)
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)
     dtype = solver_dtype(cost)
     with fp32_region(cost):
@@ -129,7 +134,10 @@ def fused_gromov_wasserstein(
         Sx, Sy = as_structure(struct_x, x_mask), as_structure(struct_y, y_mask)
         a, b = uniform_weights(x_mask, dtype), uniform_weights(y_mask, dtype)
         const = gw_constant(Sx, Sy, a, b) if alpha > 0 else None
-        solve = sinkhorn if math.isinf(tau) else functools.partial(sinkhorn_unbalanced, reg_m=(tau, math.inf))
+        unrolled = functools.partial(sinkhorn if math.isinf(tau) else sinkhorn_unbalanced, x_mask=x_mask,
+                                     y_mask=y_mask, eps=eps, max_iter=sinkhorn_max_iter, tol=sinkhorn_tol,
+                                     check_every=check_every, return_log=True, warn=False,
+                                     **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}))
 
         gamma = a.unsqueeze(2) * b.unsqueeze(1)
         active = x_mask.any(-1) & y_mask.any(-1)
@@ -151,14 +159,18 @@ def fused_gromov_wasserstein(
                 if not math.isinf(tau):  # the square-loss constant uses the coupling's own acoustic marginal
                     const = gw_constant(Sx, Sy, gamma.sum(2), b)
                 G = (1.0 - alpha) * M + (2.0 * alpha) * gw_tensor_product(Sx, Sy, gamma, const)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                gamma_new, log = solve(
-                    G, x_mask & active.unsqueeze(1), y_mask & active.unsqueeze(1), eps,
-                    max_iter=sinkhorn_max_iter, tol=sinkhorn_tol, check_every=check_every,
-                    init=(f, g) if warm else None, return_log=True, eps_scaling=eps_scaling,
+            # every utterance is solved, the converged ones (frozen below) from their own potentials, so they
+            # converge at once and no utterance's result depends on its batch
+            init = (f, g) if warm else None
+            if G.requires_grad and torch.is_grad_enabled():  # grad="unrolled": differentiable iterations
+                gamma_new, log = unrolled(G, init=init, eps_scaling=eps_scaling)
+                capped = capped or bool((log["err"] >= sinkhorn_tol).any())
+            else:  # the solver proper, arguments checked above
+                gamma_new, log = _sinkhorn_core(
+                    G, x_mask, y_mask, eps, (tau, math.inf), "kl", sinkhorn_max_iter, sinkhorn_tol, check_every,
+                    init, eps_scaling, None, STAGE_ITER, NEWTON_STEPS,
                 )
-            capped = capped or any(issubclass(w.category, RuntimeWarning) for w in caught)
+                capped = capped or log["capped"]
             keep = active.view(-1, 1, 1)
             step = (gamma_new - gamma).pow(2).sum((1, 2)).sqrt()
             gamma = torch.where(keep, gamma_new, gamma)

@@ -9,6 +9,8 @@ import torch
 from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, solver_dtype
 
 REG_TYPES = ("kl", "entropy")
+STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
+NEWTON_STEPS = 60  # cap on Newton's trial points at the target eps
 
 
 def sinkhorn(
@@ -23,9 +25,9 @@ def sinkhorn(
     return_log: bool = False,
     eps_scaling: float = 0.5,
     eps_init: Optional[float] = None,
-    stage_iter: int = 10,
+    stage_iter: int = STAGE_ITER,
     warn: bool = True,
-    newton_steps: int = 60,
+    newton_steps: int = NEWTON_STEPS,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic optimal transport between uniform distributions on the real positions, batched.
 
@@ -148,9 +150,9 @@ def sinkhorn_unbalanced(
     return_log: bool = False,
     eps_scaling: float = 0.5,
     eps_init: Optional[float] = None,
-    stage_iter: int = 10,
+    stage_iter: int = STAGE_ITER,
     warn: bool = True,
-    newton_steps: int = 60,
+    newton_steps: int = NEWTON_STEPS,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic unbalanced (or semi-relaxed) optimal transport, batched: marginals penalised by KL.
 

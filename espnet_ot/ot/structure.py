@@ -6,7 +6,7 @@ The entropic FGW solver needs two things from an edge matrix S of a sequence wit
 
 * :class:`DenseStructure` — any (B, L, L) matrix, O(L^2 K).
 * :class:`TemporalStructure` — :math:`S(i,k) = |t_i - t_k|` with :math:`t_i = i / l`: ``S @ X`` by prefix
-  sums in O(L K), and :math:`S^{\circ 2}` is rank 3 (:math:`t_i^2 - 2 t_i t_k + t_k^2`), so
+  sums in O(L K) for long sequences (a dense bmm up to 256 positions, faster there), and :math:`S^{\circ 2}` is rank 3 (:math:`t_i^2 - 2 t_i t_k + t_k^2`), so
   ``(S * S) @ p`` is O(L).
 * :class:`FeatureStructure` — :math:`S(i,k) = 1 - \cos(x_i, x_k)`: ``S @ X = 1 (1^T X) - \hat X (\hat X^T X)``
   in O(L D K) and ``(S * S) @ p`` in O(L D^2), never O(L^2).
@@ -57,9 +57,14 @@ class DenseStructure(Structure):
         return self.S
 
 
+TEMPORAL_DENSE_MAX = 256  # up to this length, S @ X is a bmm with the dense S (measured on CPU, B = 32:
+# 20 tokens 87 us vs 3.1 ms for the prefix sums, 200 frames 0.73 ms vs 3.1 ms; at 1000 frames both ~55 ms)
+
+
 class TemporalStructure(Structure):
     r"""Temporal edges :math:`S(i,k) = |i - k| / l` of a sequence of true length l (i, k ranks among the real
-    positions, so any mask pattern is allowed)."""
+    positions, so any mask pattern is allowed). ``S @ X`` is a bmm with the dense S up to length 256, prefix sums
+    (O(L K), no (L x L) matrix) beyond."""
 
     def __init__(self, mask: torch.Tensor):
         if mask.dtype != torch.bool or mask.dim() != 2:
@@ -68,19 +73,26 @@ class TemporalStructure(Structure):
         self._length = mask.sum(-1, keepdim=True).clamp_min(1)
         # 0-based rank among the real positions (the position itself for ESPnet's prefix masks)
         self._pos = (torch.cumsum(mask.long(), dim=-1) - 1).clamp_min(0)
+        self._dense = None
 
     def positions(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Normalised positions t_i = i / l (i the rank among the real positions), shape (B, L), in ``dtype``."""
         return self._pos.to(dtype) / self._length.to(dtype)
 
     def matmul(self, X):
+        if X.shape[1] <= TEMPORAL_DENSE_MAX:  # one bmm with the dense S, built once per dtype
+            if self._dense is None or self._dense.dtype != X.dtype:
+                self._dense = self.dense(X.dtype)
+            return torch.bmm(self._dense, X)
         # sum_k |t_i - t_k| X_k = t_i (2 P_i - P) + Q - 2 Q_i with P_i, Q_i prefix sums of X_k and t_k X_k
+        # (in place: at 1000 x 50 the allocations and broadcasts of the plain expression cost 40% more)
         t = self.positions(X.dtype).unsqueeze(2)
-        Xm = X * self.mask.to(X.dtype).unsqueeze(2)
+        m = self.mask.to(X.dtype).unsqueeze(2)
+        Xm = X * m
         P = torch.cumsum(Xm, dim=1)
-        Q = torch.cumsum(t * Xm, dim=1)
-        out = t * (2.0 * P - P[:, -1:]) + Q[:, -1:] - 2.0 * Q
-        return out * self.mask.to(X.dtype).unsqueeze(2)
+        Q = torch.cumsum(Xm.mul_(t), dim=1)
+        P_all, Q_all = P[:, -1:].clone(), Q[:, -1:].clone()
+        return P.mul_(2.0).sub_(P_all).mul_(t).add_(Q_all).sub_(Q, alpha=2.0).mul_(m)
 
     def sq_matvec(self, p):
         # sum_k (t_i - t_k)^2 p_k = t_i^2 sum(p) - 2 t_i sum(t p) + sum(t^2 p)
@@ -169,7 +181,7 @@ def as_structure(S, mask: torch.Tensor) -> Structure:
 def temporal_structure(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     r"""Temporal edge matrix :math:`S(i,k) = |i-k|/l`, dense (B, L, L), 0 on padding.
 
-    The solvers use the O(L) operator :class:`TemporalStructure` instead of this matrix.
+    The solvers use the operator :class:`TemporalStructure` (prefix sums beyond 256 positions) instead.
     """
     return TemporalStructure(mask).dense(dtype)
 
