@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from espnet_ot.ot._utils import as_number, check_masks, check_tensor, fp32_region, solver_dtype, uniform_weights
-from espnet_ot.ot.sinkhorn import NEWTON_STEPS, STAGE_ITER, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
+from espnet_ot.ot.sinkhorn import NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -20,8 +20,7 @@ def gw_tensor_product(Sx: Structure, Sy: Structure, gamma: torch.Tensor, const: 
     :math:`c_{A,L} = (S_A^{\circ 2} a) 1^T + 1 (S_L^{\circ 2} b)^T` is ``const``. Cost
     O(La^2 Lt + La Lt^2) for dense structures, O(La Lt) for temporal ones; no 4-D tensor is formed.
     """
-    gamma_Sy = Sy.matmul(gamma.transpose(1, 2)).transpose(1, 2)  # gamma S_L^T (S_L symmetric)
-    return const - 2.0 * Sx.matmul(gamma_Sy)
+    return const - 2.0 * Sx.matmul(Sy.rmatmul(gamma))  # gamma S_L^T = gamma S_L (S_L symmetric)
 
 
 def gw_constant(Sx: Structure, Sy: Structure, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -62,7 +61,8 @@ def fused_gromov_wasserstein(
     product uses the identity of :func:`gw_tensor_product` (never a 4-D tensor) and the structures' fast
     operators (:class:`~espnet_ot.ot.structure.TemporalStructure` is O(L)). With ``alpha = 0`` G does not
     depend on :math:`\gamma`, so one step is exact and the answer is exactly :func:`~espnet_ot.ot.sinkhorn`'s.
-    Converged utterances are frozen (batch-independent results). With ``relax = tau`` every inner solve is
+    Converged utterances are frozen (batch-independent results); once at most half of the iterated ones are
+    left, those are iterated as a smaller batch (the others are final). With ``relax = tau`` every inner solve is
     :func:`~espnet_ot.ot.sinkhorn_unbalanced` with ``reg_m = (tau, inf)`` and the square-loss constant uses the
     coupling's actual acoustic marginal. Computation is in float32 (float64 for float64 inputs) also under
     ``torch.autocast``.
@@ -130,60 +130,68 @@ def fused_gromov_wasserstein(
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)
     dtype = solver_dtype(cost)
     with fp32_region(cost):
-        M = cost.to(dtype)
+        pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
+        # padding may hold anything: 0 there keeps G finite (NaN/Inf at real pairs shows in the first, cold solve)
+        M = torch.where(pair, cost.to(dtype), torch.zeros((), dtype=dtype, device=cost.device))
         Sx, Sy = as_structure(struct_x, x_mask), as_structure(struct_y, y_mask)
         a, b = uniform_weights(x_mask, dtype), uniform_weights(y_mask, dtype)
-        const = gw_constant(Sx, Sy, a, b) if alpha > 0 else None
-        unrolled = functools.partial(sinkhorn if math.isinf(tau) else sinkhorn_unbalanced, x_mask=x_mask,
-                                     y_mask=y_mask, eps=eps, max_iter=sinkhorn_max_iter, tol=sinkhorn_tol,
-                                     check_every=check_every, return_log=True, warn=False,
-                                     **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}))
-
-        gamma = a.unsqueeze(2) * b.unsqueeze(1)
-        active = x_mask.any(-1) & y_mask.any(-1)
         B = M.shape[0]
-        err = torch.zeros(B, dtype=dtype, device=M.device)
-        n_iter = torch.zeros(B, dtype=torch.long, device=M.device)
-        s_err = torch.zeros(B, dtype=dtype, device=M.device)
-        s_iter = torch.zeros(B, dtype=torch.long, device=M.device)
-        f = torch.zeros_like(a)
-        g = torch.zeros_like(b)
+        active = x_mask.any(-1) & y_mask.any(-1)
+        # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is, padding included)
+        trusted = bool(active.all())
+        work = _Work(M, Sx, Sy, x_mask, y_mask, a, b, alpha, tau, dtype)
+        unrolled = functools.partial(sinkhorn if math.isinf(tau) else sinkhorn_unbalanced, eps=eps,
+                                     max_iter=sinkhorn_max_iter, tol=sinkhorn_tol, check_every=check_every,
+                                     return_log=True, warn=False,
+                                     **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}))
+        # the whole batch's results; the loop works on `rows`, the utterances still iterating (all at first, a
+        # smaller batch once at most COMPACT_AT of them are left), and writes their state back when it shrinks
+        zeros = functools.partial(torch.zeros, B, device=M.device)
+        state = {"gamma": a.unsqueeze(2) * b.unsqueeze(1), "f": torch.zeros_like(a), "g": torch.zeros_like(b),
+                 "err": zeros(dtype=dtype), "n_iter": zeros(dtype=torch.long),
+                 "s_err": zeros(dtype=dtype), "s_iter": zeros(dtype=torch.long)}
+        rows, w = None, dict(state)
         warm = False
         capped = False
+        unrolled_grad = False
         for _ in range(max_iter):
-            if not bool(active.any()):
+            n_active = int(active.sum())  # the loop's one host synchronisation
+            if n_active == 0:
                 break
-            if alpha == 0:
-                G = M
-            else:
-                if not math.isinf(tau):  # the square-loss constant uses the coupling's own acoustic marginal
-                    const = gw_constant(Sx, Sy, gamma.sum(2), b)
-                G = (1.0 - alpha) * M + (2.0 * alpha) * gw_tensor_product(Sx, Sy, gamma, const)
+            if warm and n_active <= COMPACT_AT * active.numel() and not unrolled_grad:
+                keep = active.nonzero(as_tuple=True)[0]  # converged utterances are final: set them aside
+                rows = _write_back(state, w, rows)
+                rows = keep if rows is None else rows[keep]
+                work, w, active = work.take(keep), {k: v[keep] for k, v in w.items()}, active[keep]
+            gamma = w["gamma"]
+            G = work.gradient(gamma)
             # every utterance is solved, the converged ones (frozen below) from their own potentials, so they
             # converge at once and no utterance's result depends on its batch
-            init = (f, g) if warm else None
-            if G.requires_grad and torch.is_grad_enabled():  # grad="unrolled": differentiable iterations
-                gamma_new, log = unrolled(G, init=init, eps_scaling=eps_scaling)
+            init = (w["f"], w["g"]) if warm else None
+            unrolled_grad = G.requires_grad and torch.is_grad_enabled()
+            if unrolled_grad:  # grad="unrolled": differentiable iterations
+                gamma_new, log = unrolled(G, work.mx, work.my, init=init, eps_scaling=eps_scaling)
                 capped = capped or bool((log["err"] >= sinkhorn_tol).any())
             else:  # the solver proper, arguments checked above
                 gamma_new, log = _sinkhorn_core(
-                    G, x_mask, y_mask, eps, (tau, math.inf), "kl", sinkhorn_max_iter, sinkhorn_tol, check_every,
-                    init, eps_scaling, None, STAGE_ITER, NEWTON_STEPS,
+                    G, work.mx, work.my, eps, (tau, math.inf), "kl", sinkhorn_max_iter, sinkhorn_tol, check_every,
+                    init, eps_scaling, None, STAGE_ITER, NEWTON_STEPS, trusted=warm and trusted, sides=work.sides,
                 )
                 capped = capped or log["capped"]
-            keep = active.view(-1, 1, 1)
-            step = (gamma_new - gamma).pow(2).sum((1, 2)).sqrt()
-            gamma = torch.where(keep, gamma_new, gamma)
-            f = torch.where(keep.view(-1, 1), log["f"], f)
-            g = torch.where(keep.view(-1, 1), log["g"], g)
-            s_err = torch.where(active, log["err"], s_err)
-            s_iter = s_iter + log["n_iter"]
+            step = torch.linalg.vector_norm(gamma_new - gamma, dim=(1, 2))
+            w["gamma"] = torch.where(active.view(-1, 1, 1), gamma_new, gamma)
+            w["f"] = torch.where(active.view(-1, 1), log["f"], w["f"])
+            w["g"] = torch.where(active.view(-1, 1), log["g"], w["g"])
+            w["s_err"] = torch.where(active, log["err"], w["s_err"])
+            w["s_iter"] = w["s_iter"] + log["n_iter"] * active.long()
+            w["err"] = torch.where(active, step, w["err"])
+            w["n_iter"] = w["n_iter"] + active.long()
             warm = True
-            err = torch.where(active, step, err)
-            n_iter = n_iter + active.long()
             if alpha == 0:  # G = cost does not depend on gamma: the first step is the exact answer
                 break
             active = active & ~(step < tol)
+        _write_back(state, w, rows)
+        gamma, s_err = state["gamma"], state["s_err"]
     if capped:
         warnings.warn(
             f"fused_gromov_wasserstein: an inner Sinkhorn reached sinkhorn_max_iter={sinkhorn_max_iter} before "
@@ -192,5 +200,48 @@ def fused_gromov_wasserstein(
             stacklevel=2,
         )
     if return_log:
-        return gamma, {"n_iter": n_iter, "err": err, "sinkhorn_err": s_err, "sinkhorn_iter": s_iter}
+        return gamma, {"n_iter": state["n_iter"], "err": state["err"], "sinkhorn_err": s_err,
+                       "sinkhorn_iter": state["s_iter"]}
     return gamma
+
+
+COMPACT_AT = 0.5  # once at most this fraction of the batch being iterated is unconverged, iterate those alone
+
+
+class _Work:
+    """The data of the utterances GM-OT's mirror descent iterates on; ``take`` restricts it to a sub-batch."""
+
+    def __init__(self, M, Sx, Sy, mx, my, a, b, alpha, tau, dtype, base=None, sides=None):
+        self.M, self.Sx, self.Sy, self.mx, self.my, self.b = M, Sx, Sy, mx, my, b
+        self.alpha, self.tau, self.dtype = alpha, tau, dtype
+        self.sides = sides or (_Side(mx, tau, "kl", dtype), _Side(my, math.inf, "kl", dtype))
+        # G = (1 - alpha) C + 2 alpha (c_AL - 2 S_A gamma S_L): the part without gamma is `base` (the square-loss
+        # constant c_AL uses the coupling's own acoustic marginal when that is relaxed, so it changes with gamma)
+        if base is None and alpha > 0 and math.isinf(tau):
+            base = torch.add((1.0 - alpha) * M, gw_constant(Sx, Sy, a, b), alpha=2.0 * alpha)
+        self.base = base
+
+    def gradient(self, gamma: torch.Tensor) -> torch.Tensor:
+        """The mirror-descent step's cost G at the coupling ``gamma``."""
+        if self.alpha == 0:
+            return self.M
+        base = self.base
+        if base is None:
+            const = gw_constant(self.Sx, self.Sy, gamma.sum(2), self.b)
+            base = torch.add((1.0 - self.alpha) * self.M, const, alpha=2.0 * self.alpha)
+        return torch.add(base, self.Sx.matmul(self.Sy.rmatmul(gamma)), alpha=-4.0 * self.alpha)
+
+    def take(self, idx: torch.Tensor) -> "_Work":
+        return _Work(self.M[idx], self.Sx.subset(idx), self.Sy.subset(idx), self.mx[idx], self.my[idx], None,
+                     self.b[idx], self.alpha, self.tau, self.dtype, None if self.base is None else self.base[idx],
+                     tuple(s.subset(idx) for s in self.sides))
+
+
+def _write_back(state: Dict[str, torch.Tensor], w: Dict[str, torch.Tensor], rows: Optional[torch.Tensor]):
+    """Copy the working state ``w`` of batch rows ``rows`` (None: all) into ``state``; returns ``rows``."""
+    for k, v in w.items():
+        if rows is None:
+            state[k] = v
+        else:
+            state[k] = state[k].index_copy(0, rows, v)
+    return rows

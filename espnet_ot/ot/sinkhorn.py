@@ -335,16 +335,27 @@ class _Side:
 
 
 def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, init, eps_scaling, eps_init,
-                   stage_iter, newton_steps):
-    """The solver proper on a float32/float64 cost; returns (coupling, log) with log['capped'] a bool."""
+                   stage_iter, newton_steps, trusted=False, sides=None):
+    """The solver proper on a float32/float64 cost; returns (coupling, log) with log['capped'] a bool.
+
+    ``trusted``: the caller vouches for a warm start (``init``, no ladder) on finite costs, padding included,
+    in utterances that all have frames and tokens (GM-OT's inner solves), so the cost is not scanned.
+    ``sides``: the (X, Y) :class:`_Side` pair of these masks, taus and reg_type, when the caller keeps one.
+    """
     B, La, Lt = C.shape
     dtype, device = C.dtype, C.device
-    X, Y = _Side(mx, taus[0], reg_type, dtype), _Side(my, taus[1], reg_type, dtype)
-    active = mx.any(-1) & my.any(-1)
+    X, Y = sides or (_Side(mx, taus[0], reg_type, dtype), _Side(my, taus[1], reg_type, dtype))
     err = torch.zeros(B, dtype=dtype, device=device)
     n_iter = torch.zeros(B, dtype=torch.long, device=device)
     phi = torch.full((B, La), -math.inf, dtype=dtype, device=device)
     psi = torch.full((B, Lt), -math.inf, dtype=dtype, device=device)
+    if trusted:
+        if init is None or eps_init is not None:
+            raise ValueError("_sinkhorn_core: trusted solves are warm starts without an eps ladder")
+        return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
+                              newton_steps, torch.ones(B, dtype=torch.bool, device=device), err, n_iter, phi, psi,
+                              None, None)
+    active = mx.any(-1) & my.any(-1)
     if C.numel() == 0:
         log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
         return torch.zeros_like(C), log
@@ -374,8 +385,18 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
         log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
         return torch.zeros_like(C_in).index_put_((idx,), coupling), log
-    # from here on every utterance has real frames and tokens (active is all True)
-    act_x, act_y = mx & active.unsqueeze(1), my & active.unsqueeze(1)
+    return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
+                          newton_steps, active, err, n_iter, phi, psi, lo, hi)
+
+
+def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
+                   newton_steps, active, err, n_iter, phi, psi, lo, hi):
+    """The solver on a checked cost in which every utterance has frames and tokens; ``lo``/``hi``, the real
+    costs' extremes per utterance, are needed for cold starts and the eps ladder only."""
+    B, La, Lt = C.shape
+    dtype, device = C.dtype, C.device
+    mx, my = X.mask, Y.mask
+    act_x, act_y = mx, my  # every utterance is active here
     # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
     # exp(phi_i + psi_j - C_ij / eps) is exactly 0 there without a masking pass.
     if init is None:
@@ -401,16 +422,17 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         if use_newton and eps_init is None:
             K_b = K_b.clamp_max(max(0, math.floor(math.log(NEWTON_START / eps) / math.log(1.0 / eps_scaling) + 1e-9)))
         n_stages = int(K_b.max())
+        scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling), k.to(dtype))
+        eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
+        eps_0 = eps_b[:, None]
     else:
-        K_b = torch.zeros(B, dtype=torch.long, device=device)
         n_stages = 0
+        eps_0 = eps
         if init is None:  # no ladder: f = row minimum, so every row of the first kernel has an entry 1
             row_min = C.masked_fill(~my.unsqueeze(1), math.inf).amin(2)
             f0 = torch.where(act_x, row_min, torch.zeros_like(row_min))
-    scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling if scaling else 1.0), k.to(dtype))
-    eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
-    phi = torch.where(act_x, f0 / eps_b[:, None], phi)
-    psi = torch.where(act_y, g0 / eps_b[:, None], psi)
+    phi = torch.where(act_x, f0 / eps_0, phi)
+    psi = torch.where(act_y, g0 / eps_0, psi)
 
     newton = None  # the Newton solver, built at its first use
     newton_ladder = False  # the last stage was Newton's: go straight to Newton at the target eps
@@ -434,9 +456,9 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         ok = part & torch.isfinite(err_n)
         phi = torch.where(ok[:, None], phi_n, phi)
         psi = torch.where(ok[:, None], psi_n, psi)
-    # last step of the ladder: to the target eps
-    phi = torch.where(act_x, phi * (eps_b / eps)[:, None], phi)
-    psi = torch.where(act_y, psi * (eps_b / eps)[:, None], psi)
+    if scaling:  # last step of the ladder: to the target eps
+        phi = torch.where(act_x, phi * (eps_b / eps)[:, None], phi)
+        psi = torch.where(act_y, psi * (eps_b / eps)[:, None], psi)
     eps_t = torch.full_like(err, eps)
 
     # --- target eps: a short Sinkhorn block (enough for easy and warm-started problems, skipped after Newton
@@ -447,7 +469,7 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     if use_newton and not newton_ladder:
         # early checks (easy problems converge in a few iterations at large eps), frozen at convergence
         n0 = min(max_iter, 2 * check_every)
-        phi_b, psi_b, err_b, n_b, n = _final_block(C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol)
+        phi_b, psi_b, err_b, n_b, n, block_coupling = _final_block(C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol)
         fine = torch.isfinite(err_b)
         phi = torch.where(fine[:, None], phi_b, phi)
         psi = torch.where(fine[:, None], psi_b, psi)
@@ -455,6 +477,9 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         n_iter = n_iter + n_b * active.long()
         done = done + n_b
         todo = todo & ~(fine & (err_b < tol))
+        if block_coupling is not None and not bool(todo.any()):
+            # everyone converged in the block: its coupling is the answer (rows exact, err its column error)
+            return block_coupling(), _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped)
     if use_newton and bool(todo.any()):
         newton = newton or _Newton(C, X, Y)
         phi, psi, err_n, steps, conv = newton.solve(eps, phi, psi, todo, tol, min(newton_steps, max_iter))
@@ -470,7 +495,7 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         sub = (lambda t: t) if everyone else (lambda t: t[idx])
         Xs, Ys = (X, Y) if everyone else (X.subset(idx), Y.subset(idx))
         budget = max_iter - int(done.max() if everyone else done[idx].max())
-        phi_b, psi_b, err_b, n_b, n = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
+        phi_b, psi_b, err_b, n_b, n, _ = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
                                                    check_every, tol)
         failed = ~torch.isfinite(err_b)
         if bool(failed.any()):  # redo exactly in log domain for the utterances that under/overflowed
@@ -507,22 +532,27 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         # cost the rows ~1e-5 of L1 at eps 0.01): cx - kx * lz - (1 - kx) * phi
         e_fac = cx - kx * lz if kx == 1.0 else cx - kx * lz - (1.0 - kx) * phi
         fac = torch.where(act_x, torch.exp(e_fac), torch.zeros_like(phi))
-        coupling = Z.mul_(fac.unsqueeze(2)).masked_fill_(~(pair & active[:, None, None]), 0.0)
+        pair = mx.unsqueeze(2) & my.unsqueeze(1)
+        coupling = Z.mul_(fac.unsqueeze(2)).masked_fill_(~pair, 0.0)
         err_f = (coupling.sum(1) - Y.w).abs().masked_fill(~my, 0.0).sum(-1)
         if not bool(torch.isfinite(err_f).all()):  # (phi, psi) far from consistent: shift by the row maxima
             exact = newton or _Newton(C, X, Y)
             exact.setup(eps)
             err_f, _, lse, (E, fac, _, _) = exact.evaluate(psi, None)
             phi_f = exact.phi(lse)
-            coupling = (E * fac.unsqueeze(1)).transpose(1, 2).masked_fill(~(pair & active[:, None, None]), 0.0)
+            coupling = (E * fac.unsqueeze(1)).transpose(1, 2).masked_fill(~pair, 0.0)
         err = torch.where(active, err_f, err)
         phi = torch.where(act_x, phi_f, phi)
     else:
-        coupling = _kernel(C, eps_t, phi, psi).masked_fill_(~(pair & active[:, None, None]), 0.0)
-    log = {"f": eps * torch.where(act_x, phi, torch.zeros_like(phi)),
-           "g": eps * torch.where(act_y, psi, torch.zeros_like(psi)),
-           "err": err, "n_iter": n_iter, "capped": capped}
-    return coupling, log
+        coupling = _kernel(C, eps_t, phi, psi).masked_fill_(~(mx.unsqueeze(2) & my.unsqueeze(1)), 0.0)
+    return coupling, _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped)
+
+
+def _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped):
+    """The solver's log: potentials f = eps phi, g = eps psi (0 on padding), error, iterations, capped."""
+    return {"f": eps * torch.where(act_x, phi, torch.zeros_like(phi)),
+            "g": eps * torch.where(act_y, psi, torch.zeros_like(psi)),
+            "err": err, "n_iter": n_iter, "capped": capped}
 
 
 NEWTON_START = 1.0  # Newton's ladder starts at most here (cost units), Sinkhorn's at range / 8
@@ -721,10 +751,13 @@ class _Scaling:
         v_next, s = self.update_v(u)
         return (s * (v - v_next)).abs().sum(-1).squeeze(1)
 
-    def absorb(self, u, v):
+    def absorb(self, u, v, err):
+        """The absorbed potentials (phi + log u, psi + log v) and ``err``, NaN where a scaling under/overflowed
+        (log u and log v are 0 on padding, so their sums are finite iff every real entry is)."""
         lu = torch.log(u + self.X.pad).squeeze(1)
         lv = torch.log(v + self.Y.pad).squeeze(1)
-        return self.phi + lu, self.psi + lv
+        finite = torch.isfinite(err + lu.sum(-1) + lv.sum(-1))
+        return self.phi + lu, self.psi + lv, torch.where(finite, err, torch.full_like(err, math.nan))
 
 
 def _scaling_iters(C, eps, X, Y, phi, psi, n):
@@ -735,11 +768,7 @@ def _scaling_iters(C, eps, X, Y, phi, psi, n):
     for _ in range(n):
         v, _ = S.update_v(u)
         u = S.update_u(v)
-    err = S.error(u, v)
-    phi_n, psi_n = S.absorb(u, v)
-    fin = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
-        torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
-    return phi_n, psi_n, torch.where(fin, err, torch.full_like(err, math.nan))
+    return S.absorb(u, v, S.error(u, v))
 
 
 def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
@@ -751,8 +780,9 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
     result is independent of the batch); the block ends at the first check where all have converged. If
     the scalings under- or overflow, the block returns the state of its previous check; if that happens
     before the first check, the error is NaN for the utterances concerned, which the caller redoes in log
-    domain. Returns the absorbed potentials, the error, the iterations (B,) each utterance's state has and
-    the iterations run.
+    domain. Returns the absorbed potentials, the error, the iterations (B,) each utterance's state has, the
+    iterations run and the state's coupling diag(u) K diag(v) as a function (None after an under/overflow):
+    its rows are exact (u is the last update) and ``err`` is its column error.
     """
     S = _Scaling(C, eps, X, Y, phi, psi)
     limit = max(1, min(max_n, absorb_every))
@@ -768,11 +798,9 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
             v, _ = S.update_v(u)
             u = S.update_u(v)
             n += 1
-        err = S.error(u, v)
-        phi_n, psi_n = S.absorb(u, v)
-        finite = torch.isfinite(err) & torch.isfinite(phi_n.masked_fill(~X.mask, 0)).all(-1) & \
-            torch.isfinite(psi_n.masked_fill(~Y.mask, 0)).all(-1)
-        state = (phi_n, psi_n, err, torch.full_like(err, n, dtype=torch.long))
+        phi_n, psi_n, err = S.absorb(u, v, S.error(u, v))
+        finite = torch.isfinite(err)
+        state = (phi_n, psi_n, err, torch.full_like(err, n, dtype=torch.long), u, v)
         if kept is not None:  # utterances frozen at an earlier check keep that state
             state = tuple(torch.where(frozen.view(-1, *([1] * (t.dim() - 1))), k, t) for k, t in zip(kept, state))
             finite = finite | frozen
@@ -781,10 +809,12 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
         if not all_finite:
             if last is not None:
                 return last
-            return state[0], state[1], torch.where(finite, state[2], torch.full_like(err, math.nan)), state[3], n
+            return state[0], state[1], torch.where(finite, state[2], torch.full_like(err, math.nan)), state[3], n, None
+        u_s, v_s = state[4], state[5]
+        result = state[:4] + (n, lambda u_s=u_s, v_s=v_s: S.K * u_s.transpose(1, 2) * v_s)
         if all_conv or c == limit:
-            return state + (n,)
-        kept, frozen, last = state, conv, state + (n,)
+            return result
+        kept, frozen, last = state, conv, result
     raise AssertionError("unreachable: the last check is the limit")
 
 

@@ -27,12 +27,20 @@ class Structure:
         """Return S @ X for X of shape (B, L, K)."""
         raise NotImplementedError
 
+    def rmatmul(self, X: torch.Tensor) -> torch.Tensor:
+        """Return X @ S for X of shape (B, K, L) (= (S @ X^T)^T, S being symmetric)."""
+        return self.matmul(X.transpose(1, 2)).transpose(1, 2)
+
     def sq_matvec(self, p: torch.Tensor) -> torch.Tensor:
         """Return (S * S) @ p for weights p of shape (B, L)."""
         raise NotImplementedError
 
     def dense(self) -> torch.Tensor:
         """Materialise S as a (B, L, L) tensor (for tests and small problems)."""
+        raise NotImplementedError
+
+    def subset(self, idx: torch.Tensor) -> "Structure":
+        """The structure of the utterances ``idx`` of the batch."""
         raise NotImplementedError
 
 
@@ -50,11 +58,19 @@ class DenseStructure(Structure):
     def matmul(self, X):
         return torch.bmm(self.S.to(X.dtype), X)
 
+    def rmatmul(self, X):
+        return torch.bmm(X, self.S.to(X.dtype).transpose(1, 2))
+
     def sq_matvec(self, p):
         return torch.bmm(self.S.to(p.dtype).pow(2), p.unsqueeze(2)).squeeze(2)
 
     def dense(self):
         return self.S
+
+    def subset(self, idx):
+        sub = object.__new__(DenseStructure)
+        sub.S = self.S[idx]
+        return sub
 
 
 TEMPORAL_DENSE_MAX = 256  # up to this length, S @ X is a bmm with the dense S (measured on CPU, B = 32:
@@ -79,11 +95,19 @@ class TemporalStructure(Structure):
         """Normalised positions t_i = i / l (i the rank among the real positions), shape (B, L), in ``dtype``."""
         return self._pos.to(dtype) / self._length.to(dtype)
 
+    def _cached_dense(self, dtype: torch.dtype) -> torch.Tensor:
+        if self._dense is None or self._dense.dtype != dtype:
+            self._dense = self.dense(dtype)
+        return self._dense
+
+    def rmatmul(self, X):
+        if X.shape[2] <= TEMPORAL_DENSE_MAX:  # X S as one bmm (contiguous result, no transposed copies)
+            return torch.bmm(X, self._cached_dense(X.dtype))
+        return super().rmatmul(X)
+
     def matmul(self, X):
         if X.shape[1] <= TEMPORAL_DENSE_MAX:  # one bmm with the dense S, built once per dtype
-            if self._dense is None or self._dense.dtype != X.dtype:
-                self._dense = self.dense(X.dtype)
-            return torch.bmm(self._dense, X)
+            return torch.bmm(self._cached_dense(X.dtype), X)
         # sum_k |t_i - t_k| X_k = t_i (2 P_i - P) + Q - 2 Q_i with P_i, Q_i prefix sums of X_k and t_k X_k
         # (in place: at 1000 x 50 the allocations and broadcasts of the plain expression cost 40% more)
         t = self.positions(X.dtype).unsqueeze(2)
@@ -102,6 +126,11 @@ class TemporalStructure(Structure):
         s1 = (t * pm).sum(-1, keepdim=True)
         s2 = (t * t * pm).sum(-1, keepdim=True)
         return (t * t * s0 - 2.0 * t * s1 + s2) * self.mask.to(p.dtype)
+
+    def subset(self, idx):
+        sub = TemporalStructure(self.mask[idx])
+        sub._dense = None if self._dense is None else self._dense[idx]
+        return sub
 
     def dense(self, dtype: torch.dtype = torch.float32):
         t = self.positions(dtype)
@@ -140,6 +169,11 @@ class FeatureStructure(Structure):
         quad = (torch.bmm(xn, second) * xn).sum(-1)
         return (s0 - 2.0 * lin + quad) * self.mask.to(p.dtype)
 
+    def subset(self, idx):
+        sub = object.__new__(FeatureStructure)
+        sub.mask, sub.xn = self.mask[idx], self.xn[idx]
+        return sub
+
     def dense(self):
         pair = (self.mask.unsqueeze(2) & self.mask.unsqueeze(1)).to(self.xn.dtype)
         return (1.0 - torch.bmm(self.xn, self.xn.transpose(1, 2))) * pair
@@ -155,6 +189,9 @@ class MixedStructure(Structure):
 
     def matmul(self, X):
         return sum(w * s.matmul(X) for s, w in zip(self.parts, self.weights))
+
+    def subset(self, idx):
+        return MixedStructure([s.subset(idx) for s in self.parts], self.weights)
 
     def sq_matvec(self, p):
         S = self.dense(p.dtype)
