@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, solver_dtype
+from espnet_ot.ot._utils import as_number, bmv, check_finite, check_masks, check_tensor, fp32_region, solver_dtype
 
 REG_TYPES = ("kl", "entropy")
 STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
@@ -617,7 +617,7 @@ class _Newton:
         # fac = exp(phi_i + shift_i), written without cancelling the large shift
         e_fac = self.cx - log_s if self.kx == 1.0 else self.cx - self.kx * log_s + (1.0 - self.kx) * shift
         fac = torch.exp(e_fac)
-        q = torch.bmm(E, fac.unsqueeze(2)).squeeze(2)
+        q = bmv(E, fac)
         e = q - self.Y.w
         return e.abs().sum(-1), e, lse, (E, fac, s_, q)
 

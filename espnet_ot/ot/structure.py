@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from espnet_ot.ot._utils import bmv
+
 
 class Structure:
     """Abstract edge matrix S of shape (B, L, L); zero on padded rows/columns."""
@@ -62,7 +64,7 @@ class DenseStructure(Structure):
         return torch.bmm(X, self.S.to(X.dtype).transpose(1, 2))
 
     def sq_matvec(self, p):
-        return torch.bmm(self.S.to(p.dtype).pow(2), p.unsqueeze(2)).squeeze(2)
+        return bmv(self.S.to(p.dtype).pow(2), p)
 
     def dense(self):
         return self.S
@@ -164,7 +166,7 @@ class FeatureStructure(Structure):
         xn = self.xn.to(p.dtype)
         pm = p * self.mask.to(p.dtype)
         s0 = pm.sum(-1, keepdim=True)
-        lin = torch.bmm(xn, torch.bmm(xn.transpose(1, 2), pm.unsqueeze(2))).squeeze(2)
+        lin = bmv(xn, bmv(xn.transpose(1, 2), pm))
         second = torch.bmm(xn.transpose(1, 2), xn * pm.unsqueeze(2))  # (B, D, D)
         quad = (torch.bmm(xn, second) * xn).sum(-1)
         return (s0 - 2.0 * lin + quad) * self.mask.to(p.dtype)
@@ -195,7 +197,7 @@ class MixedStructure(Structure):
 
     def sq_matvec(self, p):
         S = self.dense(p.dtype)
-        return torch.bmm(S.pow(2), p.unsqueeze(2)).squeeze(2)
+        return bmv(S.pow(2), p)
 
     def dense(self, dtype: Optional[torch.dtype] = None):
         # temporal parts are built directly in the target dtype (a float32 one would cap float64 precision)
