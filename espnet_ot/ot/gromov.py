@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from espnet_ot.ot._utils import as_number, check_masks, check_tensor, fp32_region, solver_dtype, uniform_weights
-from espnet_ot.ot.sinkhorn import NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
+from espnet_ot.ot.sinkhorn import EPS_SCALING, NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -43,7 +43,7 @@ def fused_gromov_wasserstein(
     check_every: int = 10,
     return_log: bool = False,
     relax: Optional[float] = None,
-    eps_scaling: float = 0.5,
+    eps_scaling: float = EPS_SCALING,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
     r"""Entropic fused Gromov-Wasserstein coupling with square loss, batched over padded sequences.
 

@@ -9,7 +9,7 @@ import torch
 from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, ranks
 from espnet_ot.ot.cost import cosine_cost, tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
-from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
+from espnet_ot.ot.sinkhorn import EPS_SCALING, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import FeatureStructure, MixedStructure, Structure, TemporalStructure
 
 METHODS = ("ot", "tot", "gmot")
@@ -148,7 +148,7 @@ def ot_alignment(
     max_iter: int = 5000,
     tol: float = 1e-4,
     relax: Optional[float] = None,
-    eps_scaling: float = 0.5,
+    eps_scaling: float = EPS_SCALING,
     gw_max_iter: int = 20,
     gw_tol: float = 1e-5,
 ) -> OTAlignment:

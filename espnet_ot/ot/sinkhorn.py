@@ -10,6 +10,9 @@ from espnet_ot.ot._utils import as_number, bmv, check_finite, check_masks, check
 
 REG_TYPES = ("kl", "entropy")
 STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
+# ratio of consecutive eps of the ladder. 0.25 was ~15% faster on the benchmark (TOT eps 0.01, B=32, La=200:
+# 19 -> 16 ms) but at beta 2 one utterance's Newton stalled after the larger jump (195 iterations instead of 31)
+EPS_SCALING = 0.5
 NEWTON_STEPS = 60  # cap on Newton's trial points at the target eps
 
 
@@ -23,7 +26,7 @@ def sinkhorn(
     check_every: int = 10,
     init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     return_log: bool = False,
-    eps_scaling: float = 0.5,
+    eps_scaling: float = EPS_SCALING,
     eps_init: Optional[float] = None,
     stage_iter: int = STAGE_ITER,
     warn: bool = True,
@@ -148,7 +151,7 @@ def sinkhorn_unbalanced(
     check_every: int = 10,
     init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     return_log: bool = False,
-    eps_scaling: float = 0.5,
+    eps_scaling: float = EPS_SCALING,
     eps_init: Optional[float] = None,
     stage_iter: int = STAGE_ITER,
     warn: bool = True,
