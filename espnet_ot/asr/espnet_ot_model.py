@@ -251,19 +251,23 @@ class ESPnetOTModel(ESPnetASRModel):
     ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Optional[torch.Tensor]]]:
         """(L_ot, L_align) summed over utterances / batch size, and coupling diagnostics."""
         valid = z_lens > N_SPECIAL
+        if not self.ot_include_special:
+            z, z_lens = z[:, 1:], z_lens - N_SPECIAL
+        # one host synchronisation for the sizes: valid utterances, longest token and frame sequences among them
+        n_valid, z_max, h_max = torch.stack(
+            [valid.sum(), torch.where(valid, z_lens, 0).max(), torch.where(valid, h_lens, 0).max()]
+        ).tolist()
         zero = h_a.new_zeros(()).float()
-        if not bool(valid.any()):
+        if n_valid == 0:
             return zero, zero, {
                 "band_mass": None, "coupling_entropy": None, "coupling_entropy_rel": None, "ot_marginal_err": None,
                 "ot_iters": None,
             }
-        if not bool(valid.all()):
+        if n_valid < valid.numel():
             idx = valid.nonzero(as_tuple=True)[0]
             h_a, h_lens, z, z_lens = h_a[idx], h_lens[idx], z[idx], z_lens[idx]
-        if not self.ot_include_special:
-            z, z_lens = z[:, 1:], z_lens - N_SPECIAL
-        z = z[:, : int(z_lens.max())]
-        h_a = h_a[:, : int(h_lens.max())]
+        z = z[:, :z_max]
+        h_a = h_a[:, :h_max]
         h_mask = lengths_to_mask(h_lens, h_a.size(1))
         z_mask = lengths_to_mask(z_lens, z.size(1))
 
