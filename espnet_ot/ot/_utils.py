@@ -100,12 +100,18 @@ def check_tensor(name: str, t, dim: int) -> None:
         raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(t.shape)}")
 
 
-def check_finite(name: str, t: torch.Tensor, where: torch.Tensor) -> None:
-    """Raise ValueError naming ``name`` if ``t`` has NaN/Inf where ``where`` (broadcastable bool) is True."""
-    bad = ~torch.isfinite(t) & where
-    if bool(bad.any()):
-        b = int(bad.reshape(bad.shape[0], -1).any(-1).nonzero()[0, 0])
-        raise ValueError(f"{name} has NaN/Inf at real positions (first in utterance {b}): clean the input")
+def check_finite(name: str, t: torch.Tensor, where: torch.Tensor, *more) -> None:
+    """Raise ValueError naming ``name`` if ``t`` has NaN/Inf where ``where`` (broadcastable bool) is True.
+
+    ``more``: further (name, t, where) triples, checked in the same host synchronisation.
+    """
+    checks = [(name, t, where), *more]
+    bads = [~torch.isfinite(c[1]) & c[2] for c in checks]
+    flags = torch.stack([bad.any() for bad in bads]).tolist()  # one host synchronisation
+    for (name, _, _), bad, flag in zip(checks, bads, flags):
+        if flag:
+            b = int(bad.reshape(bad.shape[0], -1).any(-1).nonzero()[0, 0])
+            raise ValueError(f"{name} has NaN/Inf at real positions (first in utterance {b}): clean the input")
 
 
 def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -57,8 +57,12 @@ def cosine_cost(
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     check_masks("x_mask", x_mask, "y_mask", y_mask, (x.shape[0], x.shape[1], y.shape[1]))
-    check_finite("x", x.detach(), x_mask.unsqueeze(2))
-    check_finite("y", y.detach(), y_mask.unsqueeze(2))
+    check_finite("x", x.detach(), x_mask.unsqueeze(2), ("y", y.detach(), y_mask.unsqueeze(2)))
+    return _cosine_cost(x, y, x_mask, y_mask)
+
+
+def _cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`cosine_cost` on checked arguments."""
     dtype = solver_dtype(x, y)
     with fp32_region(x):
         # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 
 from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, ranks
-from espnet_ot.ot.cost import cosine_cost, tot_cost
+from espnet_ot.ot.cost import _cosine_cost, tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
 from espnet_ot.ot.sinkhorn import EPS_SCALING, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import FeatureStructure, MixedStructure, Structure, TemporalStructure
@@ -232,8 +232,7 @@ def ot_alignment(
     if h.shape[0] != z.shape[0] or h.shape[2] != z.shape[2]:
         raise ValueError(f"h (B, La, D) and z (B, Lt, D) need the same B and D, got {tuple(h.shape)} and {tuple(z.shape)}")
     check_masks("h_mask", h_mask, "z_mask", z_mask, (h.shape[0], h.shape[1], z.shape[1]))
-    check_finite("h", h.detach(), h_mask.unsqueeze(2))
-    check_finite("z", z.detach(), z_mask.unsqueeze(2))
+    check_finite("h", h.detach(), h_mask.unsqueeze(2), ("z", z.detach(), z_mask.unsqueeze(2)))
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if grad not in GRADS:
@@ -243,7 +242,7 @@ def ot_alignment(
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)
     solver_kw = dict(max_iter=max_iter, tol=tol, eps_scaling=eps_scaling)
     with fp32_region(h):
-        C = cosine_cost(h, z, h_mask, z_mask)
+        C = _cosine_cost(h, z, h_mask, z_mask)  # h, z checked above
         if method != "ot":
             C = tot_cost(C, h_mask, z_mask, beta)
         solve_ctx = torch.no_grad() if grad == "envelope" else torch.enable_grad()

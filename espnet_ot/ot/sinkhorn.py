@@ -324,10 +324,10 @@ class _Side:
         self.reg_type = reg_type
         self.pad = (1.0 - m).unsqueeze(1)  # (B, 1, L): 1 on padding, so divisions/logs there are harmless
 
-    def exponent(self, eps: torch.Tensor) -> torch.Tensor:
-        """tau / (tau + eps) per utterance, (B, 1)."""
+    def exponent(self, eps):
+        """tau / (tau + eps): per utterance, (B, 1), for a tensor ``eps``; a float for a float (no host sync)."""
         if self.hard:
-            return torch.ones_like(eps)
+            return 1.0 if isinstance(eps, float) else torch.ones_like(eps)
         return self.tau / (self.tau + eps)
 
     def log_target(self, phi0: torch.Tensor, expo: torch.Tensor) -> torch.Tensor:
@@ -528,7 +528,7 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         # of psi (rows exact for a hard x marginal), built from the kernel of (phi, psi) in a few passes; the
         # error reported is the column error of the very coupling returned. The same formula for every
         # utterance, whatever its batch did before.
-        kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
+        kx = X.exponent(float(eps))
         cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
         Z = phi.unsqueeze(2) + psi.unsqueeze(1)
         Z = _exp_(Z.add_(C, alpha=-1.0 / eps))
@@ -605,10 +605,10 @@ class _Newton:
         self.pad = X.pad.squeeze(1)  # (B, La): 1 on padded frames
 
     def setup(self, eps: float) -> None:
-        X, dtype = self.X, self.Ct.dtype
+        X = self.X
         self.eps = eps
         self.Cs = self.Ct * (-1.0 / eps)
-        self.kx = float(X.exponent(torch.full((1, 1), eps, dtype=dtype)).item())
+        self.kx = X.exponent(float(eps))
         self.cx = X.log_w if (X.hard or X.reg_type == "kl") else self.kx * X.log_w
 
     def evaluate(self, ps: torch.Tensor, shift: Optional[torch.Tensor]):
