@@ -137,8 +137,7 @@ def fused_gromov_wasserstein(
         a, b = uniform_weights(x_mask, dtype), uniform_weights(y_mask, dtype)
         B = M.shape[0]
         active = x_mask.any(-1) & y_mask.any(-1)
-        # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is, padding included)
-        trusted = bool(active.all())
+        trusted = None  # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is)
         work = _Work(M, Sx, Sy, x_mask, y_mask, a, b, alpha, tau, dtype)
         unrolled = functools.partial(sinkhorn if math.isinf(tau) else sinkhorn_unbalanced, eps=eps,
                                      max_iter=sinkhorn_max_iter, tol=sinkhorn_tol, check_every=check_every,
@@ -158,6 +157,8 @@ def fused_gromov_wasserstein(
             n_active = int(active.sum())  # the loop's one host synchronisation
             if n_active == 0:
                 break
+            if trusted is None:
+                trusted = n_active == B
             if warm and n_active <= COMPACT_AT * active.numel() and not unrolled_grad:
                 keep = active.nonzero(as_tuple=True)[0]  # converged utterances are final: set them aside
                 rows = _write_back(state, w, rows)
