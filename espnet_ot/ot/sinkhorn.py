@@ -14,6 +14,7 @@ STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
 # 19 -> 16 ms) but at beta 2 one utterance's Newton stalled after the larger jump (195 iterations instead of 31)
 EPS_SCALING = 0.5
 NEWTON_STEPS = 60  # cap on Newton's trial points at the target eps
+ROW_ROUNDING_ULPS = 4  # allowance for the rows' rounding in the stopping test (see _solve_checked)
 
 
 def sinkhorn(
@@ -324,11 +325,18 @@ class _Side:
         self.reg_type = reg_type
         self.pad = (1.0 - m).unsqueeze(1)  # (B, 1, L): 1 on padding, so divisions/logs there are harmless
 
-    def exponent(self, eps):
-        """tau / (tau + eps): per utterance, (B, 1), for a tensor ``eps``; a float for a float (no host sync)."""
+    def exponent(self, eps: torch.Tensor) -> torch.Tensor:
+        """tau / (tau + eps) per utterance, (B, 1)."""
         if self.hard:
-            return 1.0 if isinstance(eps, float) else torch.ones_like(eps)
+            return torch.ones_like(eps)
         return self.tau / (self.tau + eps)
+
+    def exact_update(self, eps: float) -> Tuple[float, torch.Tensor]:
+        """(k, c) of the exact update phi_i = c_i - k LSE_i at one eps for the whole batch: k = tau / (tau + eps)
+        (1 for a hard marginal), c the log-weights (times k for ``reg_type="entropy"``); k is a Python float, so
+        reading it needs no host synchronisation."""
+        k = 1.0 if self.hard else self.tau / (self.tau + float(eps))
+        return k, (self.log_w if (self.hard or self.reg_type == "kl") else k * self.log_w)
 
     def log_target(self, phi0: torch.Tensor, expo: torch.Tensor) -> torch.Tensor:
         """Log-offset c of the absorbed update log u = c - expo * log(K v), (B, L); -inf on padding."""
@@ -528,8 +536,7 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         # of psi (rows exact for a hard x marginal), built from the kernel of (phi, psi) in a few passes; the
         # error reported is the column error of the very coupling returned. The same formula for every
         # utterance, whatever its batch did before.
-        kx = X.exponent(float(eps))
-        cx = X.log_w if (X.hard or X.reg_type == "kl") else kx * X.log_w
+        kx, cx = X.exact_update(eps)
         Z = phi.unsqueeze(2) + psi.unsqueeze(1)
         Z = _exp_(Z.add_(C, alpha=-1.0 / eps))
         lz = torch.log(Z.sum(2))  # log sum_j exp(phi_i + psi_j - C_ij / eps)
@@ -566,7 +573,6 @@ NEWTON_STAGE_TOL, NEWTON_STAGE_STEPS = 1e-2, 20  # each stage of Newton's ladder
 NEWTON_CAP = 10.0  # largest change of a token potential in one Newton step, in units of eps
 SHRINK_LO = 0.25  # a rejected Newton step shrinks by at least half, at most to a quarter
 NEWTON_RIDGE = 1e-9  # ridge on Newton's Hessian, relative to the token weights (see _Newton.__init__)
-ROW_ROUNDING_ULPS = 4  # allowance for the rows' rounding in the stopping test (see _solve_checked)
 FIRST_CHECKS = (3, 6, 10)  # checks of the first block at the target eps (then every check_every)
 NEWTON_MAX_LT = 512  # Newton's linear systems are (Lt x Lt): beyond this, Sinkhorn iterations only
 
@@ -605,11 +611,9 @@ class _Newton:
         self.pad = X.pad.squeeze(1)  # (B, La): 1 on padded frames
 
     def setup(self, eps: float) -> None:
-        X = self.X
         self.eps = eps
         self.Cs = self.Ct * (-1.0 / eps)
-        self.kx = X.exponent(float(eps))
-        self.cx = X.log_w if (X.hard or X.reg_type == "kl") else self.kx * X.log_w
+        self.kx, self.cx = self.X.exact_update(eps)
 
     def evaluate(self, ps: torch.Tensor, shift: Optional[torch.Tensor]):
         """Column error (B,), q - b, the log-sum-exp per frame and (E, fac, s, q) after an exact x update at
