@@ -363,9 +363,9 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     if trusted:
         if init is None or eps_init is not None:
             raise ValueError("_sinkhorn_core: trusted solves are warm starts without an eps ladder")
-        return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
+        return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
                               newton_steps, torch.ones(B, dtype=torch.bool, device=device), err, n_iter, phi, psi,
-                              None, None)
+                              None, None, 0)
     active = mx.any(-1) & my.any(-1)
     if C.numel() == 0:
         log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
@@ -381,7 +381,12 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     C = torch.where(pair, C, fill[:, None, None])
     lo, hi = torch.aminmax(C.reshape(B, -1), dim=1)
     bad = active & ~(torch.isfinite(lo) & torch.isfinite(hi))
-    any_active, all_active, any_bad = torch.stack([active.any(), active.all(), bad.any()]).tolist()  # one sync
+    flags = torch.stack([active.any(), active.all(), bad.any()]).long()
+    K_b = None
+    if 0.0 < eps_scaling < 1.0 and (init is None or eps_init is not None):
+        K_b = _ladder(lo, hi, active, eps, eps_init, eps_scaling, _uses_newton(newton_steps, Y, Lt))
+        flags = torch.cat([flags, K_b.amax(0, keepdim=True)])
+    any_active, all_active, any_bad, *n_stages = flags.tolist()  # one host synchronisation
     if any_bad:
         check_finite("cost", C_in, pair)  # raises, naming the first utterance concerned
     if not any_active:
@@ -396,14 +401,37 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
         full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
         log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
         return torch.zeros_like(C_in).index_put_((idx,), coupling), log
-    return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
-                          newton_steps, active, err, n_iter, phi, psi, lo, hi)
+    return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
+                          newton_steps, active, err, n_iter, phi, psi, lo, K_b, n_stages[0] if n_stages else 0)
 
 
-def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, eps_init, stage_iter,
-                   newton_steps, active, err, n_iter, phi, psi, lo, hi):
-    """The solver on a checked cost in which every utterance has frames and tokens; ``lo``/``hi``, the real
-    costs' extremes per utterance, are needed for cold starts and the eps ladder only."""
+def _uses_newton(newton_steps: int, Y: "_Side", Lt: int) -> bool:
+    """Whether the solver finishes with Newton's method (hard token marginal, not too many tokens)."""
+    return newton_steps > 0 and Y.hard and 0 < Lt <= NEWTON_MAX_LT
+
+
+def _ladder(lo, hi, active, eps, eps_init, eps_scaling, use_newton):
+    """Length K_b (B,) of every utterance's eps ladder: it starts at eps * r^-K_b, K_b = ceil(log_{1/r}(e0 / eps))
+    with e0 = ``eps_init`` or, from a cold start, a few stages below the cost range ``hi - lo``."""
+    if eps_init is None:
+        # start a few stages below the cost range: above range/8 the coupling is close to the prior's
+        # anyway; Newton's method needs no more than NEWTON_START (from a cold start it converges there
+        # in a step or two, where Sinkhorn needs the whole ladder from the range down)
+        rng = (hi - lo).clamp_min(0.0) / 8.0
+    else:
+        rng = torch.full_like(lo, eps_init)
+    ratio = torch.log(rng / eps) / math.log(1.0 / eps_scaling)
+    K_b = torch.where(active & (rng > eps), torch.ceil(ratio - 1e-9), torch.zeros_like(ratio)).clamp(0, 40).long()
+    if use_newton and eps_init is None:
+        K_b = K_b.clamp_max(max(0, math.floor(math.log(NEWTON_START / eps) / math.log(1.0 / eps_scaling) + 1e-9)))
+    return K_b
+
+
+def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
+                   newton_steps, active, err, n_iter, phi, psi, lo, K_b, n_stages):
+    """The solver on a checked cost in which every utterance has frames and tokens; ``lo``, the real costs'
+    minimum per utterance, is needed for cold starts only; ``K_b`` (None: no eps ladder) is the length of every
+    utterance's eps ladder, ``n_stages`` its maximum."""
     B, La, Lt = C.shape
     dtype, device = C.dtype, C.device
     mx, my = X.mask, Y.mask
@@ -420,27 +448,13 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
     else:
         f0, g0 = init[0].to(dtype), init[1].to(dtype)
 
-    # eps ladder: utterance b starts at eps * r^-K_b, K_b = ceil(log_{1/r}(range_b / eps)).
-    use_newton = newton_steps > 0 and Y.hard and 0 < Lt <= NEWTON_MAX_LT
-    scaling = 0.0 < eps_scaling < 1.0 and (init is None or eps_init is not None)
-    if scaling:
-        if eps_init is None:
-            # start a few stages below the cost range: above range/8 the coupling is close to the prior's
-            # anyway; Newton's method needs no more than NEWTON_START (from a cold start it converges there
-            # in a step or two, where Sinkhorn needs the whole ladder from the range down)
-            rng = (hi - lo).clamp_min(0.0) / 8.0
-        else:
-            rng = torch.full((B,), eps_init, dtype=dtype, device=device)
-        ratio = torch.log(rng / eps) / math.log(1.0 / eps_scaling)
-        K_b = torch.where(active & (rng > eps), torch.ceil(ratio - 1e-9), torch.zeros_like(ratio)).clamp(0, 40).long()
-        if use_newton and eps_init is None:
-            K_b = K_b.clamp_max(max(0, math.floor(math.log(NEWTON_START / eps) / math.log(1.0 / eps_scaling) + 1e-9)))
-        n_stages = int(K_b.max())
+    use_newton = _uses_newton(newton_steps, Y, Lt)
+    scaling = K_b is not None
+    if scaling:  # eps ladder: utterance b starts at eps * r^-K_b
         scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling), k.to(dtype))
         eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
         eps_0 = eps_b[:, None]
     else:
-        n_stages = 0
         eps_0 = eps
         if init is None:  # no ladder: f = row minimum, so every row of the first kernel has an entry 1
             row_min = C.masked_fill(~my.unsqueeze(1), math.inf).amin(2)
@@ -461,7 +475,7 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         newton_ladder = use_newton and eps_k_s <= NEWTON_START
         if newton_ladder:
             newton = newton or _Newton(C, X, Y)
-            phi_n, psi_n, err_n, st, _ = newton.solve(eps_k_s, phi, psi, part, NEWTON_STAGE_TOL,
+            phi_n, psi_n, err_n, st, _, _ = newton.solve(eps_k_s, phi, psi, part, NEWTON_STAGE_TOL,
                                                       min(newton_steps, NEWTON_STAGE_STEPS))
             n_iter = n_iter + st
         else:
@@ -483,7 +497,8 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
     if use_newton and not newton_ladder:
         # early checks (easy problems converge in a few iterations at large eps), frozen at convergence
         n0 = min(max_iter, 2 * check_every)
-        phi_b, psi_b, err_b, n_b, n, block_coupling = _final_block(C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol)
+        phi_b, psi_b, err_b, n_b, n, block_coupling, all_conv = _final_block(C, eps_t, X, Y, phi, psi, n0,
+                                                                             FIRST_CHECKS, tol)
         fine = torch.isfinite(err_b)
         phi = torch.where(fine[:, None], phi_b, phi)
         psi = torch.where(fine[:, None], psi_b, psi)
@@ -491,25 +506,30 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         n_iter = n_iter + n_b * active.long()
         done = done + n_b
         todo = todo & ~(fine & (err_b < tol))
-        if block_coupling is not None and not bool(todo.any()):
+        if all_conv:
             # everyone converged in the block: its coupling is the answer (rows exact, err its column error)
             return block_coupling(), _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped)
-    if use_newton and bool(todo.any()):
+    # Every utterance is active here, so `todo` is known to be non-empty without reading it: all of it after
+    # Newton stages, else what the block left. `left`: whether some utterance may still be in `todo`.
+    left = True
+    if use_newton:
         newton = newton or _Newton(C, X, Y)
-        phi, psi, err_n, steps, conv = newton.solve(eps, phi, psi, todo, tol, min(newton_steps, max_iter))
+        phi, psi, err_n, steps, conv, left = newton.solve(eps, phi, psi, todo, tol, min(newton_steps, max_iter))
         err = torch.where(todo, err_n, err)
         n_iter = n_iter + steps
         done = done + steps
         todo = todo & ~conv
 
     # --- then (or else) Sinkhorn blocks of check_every iterations, converged utterances frozen
-    while bool(todo.any()):
-        everyone = bool(todo.all())
+    while left:
+        left, everyone = torch.stack([todo.any(), todo.all()]).tolist()  # one host synchronisation
+        if not left:
+            break
         idx = None if everyone else todo.nonzero(as_tuple=True)[0]
         sub = (lambda t: t) if everyone else (lambda t: t[idx])
         Xs, Ys = (X, Y) if everyone else (X.subset(idx), Y.subset(idx))
         budget = max_iter - int(done.max() if everyone else done[idx].max())
-        phi_b, psi_b, err_b, n_b, n, _ = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
+        phi_b, psi_b, err_b, n_b, n, _, _ = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
                                                    check_every, tol)
         failed = ~torch.isfinite(err_b)
         if bool(failed.any()):  # redo exactly in log domain for the utterances that under/overflowed
@@ -533,27 +553,23 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
 
     if Y.hard:
         # final exact x update: gamma_ij = exp(phi'_i + psi_j - C_ij / eps) with phi' the exact x potentials
-        # of psi (rows exact for a hard x marginal), built from the kernel of (phi, psi) in a few passes; the
-        # error reported is the column error of the very coupling returned. The same formula for every
-        # utterance, whatever its batch did before.
+        # of psi (rows exact for a hard x marginal), phi'_i = c_i - k (m_i + log s_i) with m_i the row's largest
+        # psi_j - C_ij / eps and s_i = sum_j exp(psi_j - C_ij / eps - m_i) in [1, Lt]: nothing over- or
+        # underflows whatever potentials the iterations ended with (so nothing needs a check), and no two large
+        # numbers cancel in the row factor exp(phi'_i + m_i) (in float32, phi - lse cost the rows ~1e-5 of L1 at
+        # eps 0.01). The error reported is the column error of the very coupling returned; the same formula
+        # for every utterance, whatever its batch did before.
         kx, cx = X.exact_update(eps)
-        Z = phi.unsqueeze(2) + psi.unsqueeze(1)
-        Z = _exp_(Z.add_(C, alpha=-1.0 / eps))
-        lz = torch.log(Z.sum(2))  # log sum_j exp(phi_i + psi_j - C_ij / eps)
-        phi_f = torch.where(act_x, cx - kx * (lz - phi), phi)
-        # fac = exp(phi_f - phi), written so that no two large potentials cancel (in float32 that cancellation
-        # cost the rows ~1e-5 of L1 at eps 0.01): cx - kx * lz - (1 - kx) * phi
-        e_fac = cx - kx * lz if kx == 1.0 else cx - kx * lz - (1.0 - kx) * phi
+        Z = torch.add(psi.unsqueeze(1), C, alpha=-1.0 / eps)
+        m = Z.amax(2, keepdim=True)
+        E = _exp_(Z.sub_(m))
+        m = m.squeeze(2)
+        log_s = torch.log(E.sum(2))
+        phi_f = torch.where(act_x, cx - kx * (m + log_s), phi)
+        e_fac = cx - log_s if kx == 1.0 else cx - kx * log_s + (1.0 - kx) * m
         fac = torch.where(act_x, torch.exp(e_fac), torch.zeros_like(phi))
-        pair = mx.unsqueeze(2) & my.unsqueeze(1)
-        coupling = Z.mul_(fac.unsqueeze(2)).masked_fill_(~pair, 0.0)
+        coupling = E.mul_(fac.unsqueeze(2)).masked_fill_(~(mx.unsqueeze(2) & my.unsqueeze(1)), 0.0)
         err_f = (coupling.sum(1) - Y.w).abs().masked_fill(~my, 0.0).sum(-1)
-        if not bool(torch.isfinite(err_f).all()):  # (phi, psi) far from consistent: shift by the row maxima
-            exact = newton or _Newton(C, X, Y)
-            exact.setup(eps)
-            err_f, _, lse, (E, fac, _, _) = exact.evaluate(psi, None)
-            phi_f = exact.phi(lse)
-            coupling = (E * fac.unsqueeze(1)).transpose(1, 2).masked_fill(~pair, 0.0)
         err = torch.where(active, err_f, err)
         phi = torch.where(act_x, phi_f, phi)
     else:
@@ -651,7 +667,8 @@ class _Newton:
 
     def solve(self, eps, phi, psi, todo, tol, max_steps):
         """Newton at ``eps`` from token potentials ``psi`` for the utterances in ``todo`` (the others keep
-        their state exactly); returns phi, psi, the L1 column error, the steps taken and the convergence flag."""
+        their state exactly); returns phi, psi, the L1 column error, the steps taken, the convergence flag and
+        whether some utterance of ``todo`` may be unconverged (False: the last host synchronisation saw none)."""
         self.setup(eps)
         err, e, shift, parts = self.evaluate(psi, None)
         phi = torch.where(todo.unsqueeze(1), self.phi(shift), phi)
@@ -665,8 +682,9 @@ class _Newton:
         t = torch.ones_like(err)
         # every utterance's trajectory is its own (a round cap, no per-utterance budget), so the result of
         # each does not depend on its batch
+        left = True  # (live is part of it: a loop that does not break ends with left True)
         for _ in range(max_steps):
-            any_live, any_need = torch.stack([live, need]).any(1).tolist()  # one host synchronisation
+            any_live, any_need, left = torch.stack([live, need, todo & ~conv]).any(1).tolist()  # one host sync
             if not any_live:
                 break
             if any_need:
@@ -690,7 +708,7 @@ class _Newton:
             live = live & ~conv & (t > 1e-4)
             need = ok & live
         phi = torch.where(todo.unsqueeze(1), self.phi(shift), phi)
-        return phi, psi, err, steps, conv
+        return phi, psi, err, steps, conv, left
 
 
 def _side_subset(self, idx):
@@ -792,8 +810,9 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
     the scalings under- or overflow, the block returns the state of its previous check; if that happens
     before the first check, the error is NaN for the utterances concerned, which the caller redoes in log
     domain. Returns the absorbed potentials, the error, the iterations (B,) each utterance's state has, the
-    iterations run and the state's coupling diag(u) K diag(v) as a function (None after an under/overflow):
-    its rows are exact (u is the last update) and ``err`` is its column error.
+    iterations run, the state's coupling diag(u) K diag(v) as a function (None after an under/overflow):
+    its rows are exact (u is the last update) and ``err`` is its column error, and whether every utterance
+    converged (a bool, read in the block's last host synchronisation).
     """
     S = _Scaling(C, eps, X, Y, phi, psi)
     limit = max(1, min(max_n, absorb_every))
@@ -820,11 +839,12 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
         if not all_finite:
             if last is not None:
                 return last
-            return state[0], state[1], torch.where(finite, state[2], torch.full_like(err, math.nan)), state[3], n, None
+            nan_err = torch.where(finite, state[2], torch.full_like(err, math.nan))
+            return state[0], state[1], nan_err, state[3], n, None, False
         u_s, v_s = state[4], state[5]
-        result = state[:4] + (n, lambda u_s=u_s, v_s=v_s: S.K * u_s.transpose(1, 2) * v_s)
+        result = state[:4] + (n, lambda u_s=u_s, v_s=v_s: S.K * u_s.transpose(1, 2) * v_s, False)
         if all_conv or c == limit:
-            return result
+            return result[:-1] + (all_conv,)
         kept, frozen, last = state, conv, result
     raise AssertionError("unreachable: the last check is the limit")
 
