@@ -1,6 +1,7 @@
 """espnet_ot.ot.sinkhorn: agreement with POT, convergence at the paper's small eps (tolerance stopping, max_iter
 warning, stats), padding and batch invariance, envelope gradient, low precision and bad inputs (docs/method.md §2-3)."""
 
+import importlib
 import warnings
 
 import numpy as np
@@ -22,8 +23,6 @@ from espnet_ot.ot import (  # noqa: E402
 from helpers import assert_marginals, random_batch  # noqa: E402
 
 LA, LT = [37, 20, 1, 12, 29], [6, 3, 1, 9, 2]  # true lengths of a padded batch (one 1 x 1 problem)
-
-
 
 
 def pot_tot_cost(x, y, beta):
@@ -239,3 +238,39 @@ def test_bad_inputs_give_clear_errors():
         ot_alignment(x, y, mx, my, method="wasserstein")
     with pytest.raises(ValueError, match="alpha must be in"):
         fused_gromov_wasserstein(C, TemporalStructure(mx), TemporalStructure(my), mx, my, 1.5, 0.1)
+
+
+def host_reads(fn):
+    """Reads of device data by the host while fn runs (on a GPU, each waits for the device): ``.item()``,
+    ``bool()`` (aten::_local_scalar_dense), ``nonzero`` and ``tolist()`` (no operator on CPU: counted in Python)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    reads = []
+
+    class Reads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._schema.name in ("aten::_local_scalar_dense", "aten::nonzero"):
+                reads.append(func._schema.name)
+            return func(*args, **(kwargs or {}))
+
+    tolist = torch.Tensor.tolist
+    torch.Tensor.tolist = lambda t: reads.append("tolist") or tolist(t)
+    try:
+        with Reads():
+            fn()
+    finally:
+        torch.Tensor.tolist = tolist
+    return len(reads)
+
+
+def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
+    # the cost check (which also reads the eps ladder's length), then one read per convergence check of the
+    # block: nothing re-reads what those told (a GPU waits at each read)
+    first_checks = importlib.import_module("espnet_ot.ot.sinkhorn").FIRST_CHECKS
+    x, y, mx, my = random_batch(LA, LT, D=16, dtype=torch.float32, seed=1)
+    C = cosine_cost(x, y, mx, my)
+    for eps in (2.0, 0.5):
+        P, log = sinkhorn(C, mx, my, eps, tol=1e-4, return_log=True)
+        n = int(log["n_iter"].max())
+        assert n in first_checks  # converged in the first block
+        assert host_reads(lambda: sinkhorn(C, mx, my, eps, tol=1e-4)) == 1 + first_checks.index(n) + 1
