@@ -8,7 +8,8 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from espnet_ot.ot._utils import as_number, check_masks, check_tensor, fp32_region, solver_dtype, uniform_weights
-from espnet_ot.ot.sinkhorn import EPS_SCALING, NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, sinkhorn, sinkhorn_unbalanced
+from espnet_ot.ot.sinkhorn import (COMPACT_AT, EPS_SCALING, NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, _write_back,
+                                   sinkhorn, sinkhorn_unbalanced)
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -206,8 +207,6 @@ def fused_gromov_wasserstein(
     return gamma
 
 
-COMPACT_AT = 0.5  # once at most this fraction of the batch being iterated is unconverged, iterate those alone
-
 
 class _Work:
     """The data of the utterances GM-OT's mirror descent iterates on; ``take`` restricts it to a sub-batch."""
@@ -236,13 +235,3 @@ class _Work:
         return _Work(self.M[idx], self.Sx.subset(idx), self.Sy.subset(idx), self.mx[idx], self.my[idx], None,
                      self.b[idx], self.alpha, self.tau, self.dtype, None if self.base is None else self.base[idx],
                      tuple(s.subset(idx) for s in self.sides))
-
-
-def _write_back(state: Dict[str, torch.Tensor], w: Dict[str, torch.Tensor], rows: Optional[torch.Tensor]):
-    """Copy the working state ``w`` of batch rows ``rows`` (None: all) into ``state``; returns ``rows``."""
-    for k, v in w.items():
-        if rows is None:
-            state[k] = v
-        else:
-            state[k] = state[k].index_copy(0, rows, v)
-    return rows

@@ -591,6 +591,7 @@ SHRINK_LO = 0.25  # a rejected Newton step shrinks by at least half, at most to 
 NEWTON_RIDGE = 1e-9  # ridge on Newton's Hessian, relative to the token weights (see _Newton.__init__)
 FIRST_CHECKS = (3, 6, 10)  # checks of the first block at the target eps (then every check_every)
 NEWTON_MAX_LT = 512  # Newton's linear systems are (Lt x Lt): beyond this, Sinkhorn iterations only
+COMPACT_AT = 0.5  # once at most this fraction of the batch being iterated is unconverged, iterate those alone
 
 
 class _Newton:
@@ -665,6 +666,13 @@ class _Newton:
         d = d.mul_(-torch.clamp(NEWTON_CAP / torch.linalg.vector_norm(d, math.inf, -1, keepdim=True), max=1.0))
         return d, -(e * d).sum(-1)
 
+    def take(self, idx: torch.Tensor) -> "_Newton":
+        """The problem of the utterances ``idx`` alone, set up at the same eps."""
+        sub = object.__new__(_Newton)
+        sub.X, sub.Y, sub.fix, sub.pad = self.X.subset(idx), self.Y.subset(idx), self.fix[idx], self.pad[idx]
+        sub.eps, sub.Cs, sub.kx, sub.cx = self.eps, self.Cs[idx], self.kx, self.cx[idx]
+        return sub
+
     def solve(self, eps, phi, psi, todo, tol, max_steps):
         """Newton at ``eps`` from token potentials ``psi`` for the utterances in ``todo`` (the others keep
         their state exactly); returns phi, psi, the L1 column error, the steps taken, the convergence flag and
@@ -681,20 +689,32 @@ class _Newton:
         steps = torch.zeros_like(todo, dtype=torch.long)
         t = torch.ones_like(err)
         # every utterance's trajectory is its own (a round cap, no per-utterance budget), so the result of
-        # each does not depend on its batch
-        left = True  # (live is part of it: a loop that does not break ends with left True)
+        # each does not depend on its batch. Once at most COMPACT_AT of the utterances iterated are live, the
+        # loop goes on with those alone (`nw`: the sub-problem, `rows`: its utterances); the others' results
+        # are written to `out` first.
+        nw, rows, out, dropped, batch_todo = self, None, {}, 0, todo
+        n_left = 1  # (live is part of todo & ~conv: a loop that does not break ends with n_left > 0)
         for _ in range(max_steps):
-            any_live, any_need, left = torch.stack([live, need, todo & ~conv]).any(1).tolist()  # one host sync
-            if not any_live:
+            n_live, n_need, n_left = torch.stack([live, need, todo & ~conv]).sum(1).tolist()  # one host sync
+            if not n_live:
                 break
-            if any_need:
-                d, sl = self.direction(e, parts)
+            if n_live <= COMPACT_AT * live.shape[0]:
+                keep = live.nonzero(as_tuple=True)[0]
+                _write_back(out, dict(psi=psi, shift=shift, err=err, steps=steps, conv=conv), rows)
+                rows = keep if rows is None else rows[keep]
+                dropped += n_left - n_live  # stalled: neither converged nor live
+                nw = nw.take(keep)
+                psi, shift, err, e, delta, slope, t, steps, conv, live, need, todo = (
+                    v[keep] for v in (psi, shift, err, e, delta, slope, t, steps, conv, live, need, todo))
+                parts = tuple(v[keep] for v in parts)
+            if n_need:
+                d, sl = nw.direction(e, parts)
                 delta = torch.where(need.unsqueeze(1), d, delta)
                 slope = torch.where(need, sl, slope)
                 t = torch.where(need, 1.0, t)
                 steps = steps + need
             trial = psi + (t * live).unsqueeze(1) * delta
-            err_t, e, lse, parts = self.evaluate(trial, shift)
+            err_t, e, lse, parts = nw.evaluate(trial, shift)
             dphi = -(e * delta).sum(-1)  # derivative of F along delta at the trial point
             # accepted: within tolerance, or not overshooting much (err_t < inf: finite)
             conv_t = live & (err_t < tol)
@@ -707,8 +727,20 @@ class _Newton:
             t = torch.where(ok, t, torch.nan_to_num(slope / (slope - dphi), nan=0.1).clamp_(SHRINK_LO, 0.5) * t)
             live = live & ~conv & (t > 1e-4)
             need = ok & live
+        if rows is not None:
+            _write_back(out, dict(psi=psi, shift=shift, err=err, steps=steps, conv=conv), rows)
+            psi, shift, err, steps, conv = (out[k] for k in ("psi", "shift", "err", "steps", "conv"))
+        left = n_left + dropped > 0
+        todo = batch_todo
         phi = torch.where(todo.unsqueeze(1), self.phi(shift), phi)
         return phi, psi, err, steps, conv, left
+
+
+def _write_back(state: Dict[str, torch.Tensor], w: Dict[str, torch.Tensor], rows: Optional[torch.Tensor]):
+    """Copy the working state ``w`` of batch rows ``rows`` (None: all) into ``state``; returns ``rows``."""
+    for k, v in w.items():
+        state[k] = v if rows is None else state[k].index_copy(0, rows, v)
+    return rows
 
 
 def _side_subset(self, idx):

@@ -274,3 +274,20 @@ def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
         n = int(log["n_iter"].max())
         assert n in first_checks  # converged in the first block
         assert host_reads(lambda: sinkhorn(C, mx, my, eps, tol=1e-4)) == 1 + first_checks.index(n) + 1
+
+
+def test_newton_on_its_live_utterances_alone_gives_the_whole_batch_result(monkeypatch):
+    # once at most COMPACT_AT of the utterances are live, Newton iterates those alone: same couplings and steps
+    sk = importlib.import_module("espnet_ot.ot.sinkhorn")
+    x, y, mx, my = random_batch([70, 30, 50, 40, 60, 25], [9, 3, 6, 5, 8, 4], D=16, dtype=torch.float64, seed=5)
+    C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
+    taken = []
+    take = sk._Newton.take
+    monkeypatch.setattr(sk._Newton, "take", lambda self, idx: taken.append(len(idx)) or take(self, idx))
+    P, log = sinkhorn(C, mx, my, 0.01, tol=1e-6, return_log=True)
+    assert taken and max(taken) <= 3, taken  # some rounds iterated at most half of the 6 utterances
+    assert (log["err"] < 1e-6).all()
+    monkeypatch.setattr(sk, "COMPACT_AT", 0.0)  # never shrink
+    P_all, log_all = sinkhorn(C, mx, my, 0.01, tol=1e-6, return_log=True)
+    assert torch.allclose(P, P_all, rtol=0, atol=1e-12)
+    assert torch.equal(log["n_iter"], log_all["n_iter"])
