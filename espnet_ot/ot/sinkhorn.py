@@ -13,7 +13,10 @@ STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
 # ratio of consecutive eps of the ladder. 0.25 was ~15% faster on the benchmark (TOT eps 0.01, B=32, La=200:
 # 19 -> 16 ms) but at beta 2 one utterance's Newton stalled after the larger jump (195 iterations instead of 31)
 EPS_SCALING = 0.5
-NEWTON_STEPS = 60  # cap on Newton's trial points at the target eps
+# cap on Newton's rounds (trial points) at the target eps. Strong priors at small eps can need ~100 (beta 2,
+# eps 0.01, 1000 frames: 45; a random batch at beta 3: 101), and Sinkhorn, which takes over at the cap, needs
+# thousands there; rounds with few utterances left iterate those alone (COMPACT_AT), so they cost little
+NEWTON_STEPS = 200
 ROW_ROUNDING_ULPS = 4  # allowance for the rows' rounding in the stopping test (see _solve_checked)
 
 
@@ -105,7 +108,7 @@ def sinkhorn(
     warn : bool
         Warn when ``max_iter`` is reached before ``tol``.
     newton_steps : int
-        Cap on Newton's trial points at the target eps (0: Sinkhorn only).
+        Cap on Newton's rounds (trial points) at the target eps (0: Sinkhorn only).
 
     Returns
     -------
@@ -586,7 +589,10 @@ def _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped):
 
 NEWTON_START = 1.0  # Newton's ladder starts at most here (cost units), Sinkhorn's at range / 8
 NEWTON_STAGE_TOL, NEWTON_STAGE_STEPS = 1e-2, 20  # each stage of Newton's ladder: a loose tolerance
-NEWTON_CAP = 10.0  # largest change of a token potential in one Newton step, in units of eps
+# largest change of a token potential in one Newton step, in units of eps. 10 made blocks of tokens that must
+# shift far (strong priors, long utterances) crawl: beta 2, eps 0.01, 1000 frames did not converge in 5000
+# iterations; 20 converges there in 45, and 50 overshoots into Sinkhorn's fallback again
+NEWTON_CAP = 20.0
 SHRINK_LO = 0.25  # a rejected Newton step shrinks by at least half, at most to a quarter
 NEWTON_RIDGE = 1e-9  # ridge on Newton's Hessian, relative to the token weights (see _Newton.__init__)
 FIRST_CHECKS = (3, 6, 10)  # checks of the first block at the target eps (then every check_every)

@@ -115,6 +115,23 @@ def test_strong_temporal_prior_at_small_eps_converges_with_the_marginals_it_repo
     assert (log["n_iter"] <= 100).all(), log["n_iter"]  # Newton's ladder, not thousands of Sinkhorn iterations
 
 
+def test_strong_temporal_prior_on_long_utterances_converges_in_newton_steps():
+    # beta 2 at eps 0.01 on 1000 frames / 50 tokens (four utterances of the solver benchmark's La 1000 case):
+    # blocks of tokens must shift their potentials by many eps. With Newton's step capped at 10 eps and 60
+    # rounds, these ran into Sinkhorn's fallback and stopped at max_iter with an L1 error of 2e-3
+    from espnet_ot.bench.solvers import _problem
+
+    x, y, mx, my, _, _ = _problem(32, 1000, 50, 256, "cpu", 0)
+    k = [0, 2, 15, 29]
+    C = tot_cost(cosine_cost(x[k], y[k], mx[k], my[k]), mx[k], my[k], 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reaching max_iter would warn
+        P, log = sinkhorn(C, mx[k], my[k], 0.01, tol=1e-4, return_log=True)
+    col, row = col_row_err(P.double(), mx[k], my[k])
+    assert (col + row <= 1e-4).all(), (col, row)
+    assert (log["n_iter"] <= 60).all(), log["n_iter"]
+
+
 def test_eps_scaling_and_newton_cut_the_iterations():
     x, y, mx, my = random_batch([120, 90], [15, 10], D=32, dtype=torch.float32, seed=3)
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
