@@ -668,7 +668,10 @@ class _Newton:
             J = J.mul_(self.kx).add_(torch.diag_embed((1.0 - self.kx) * q.double()))
         # (cholesky_ex: were J not numerically positive definite, the step would be garbage and rejected by
         # the line search; the utterance then stalls and Sinkhorn's iterations take over)
-        d = torch.cholesky_solve(e.double().unsqueeze(2), torch.linalg.cholesky_ex(J)[0]).squeeze(2).to(e.dtype)
+        # (two triangular solves, not cholesky_solve: on CPU that one reads an error flag back at every call)
+        Lc = torch.linalg.cholesky_ex(J)[0]
+        d = torch.linalg.solve_triangular(Lc, e.double().unsqueeze(2), upper=False)
+        d = torch.linalg.solve_triangular(Lc.mT, d, upper=True).squeeze(2).to(e.dtype)
         d = d.mul_(-torch.clamp(NEWTON_CAP / torch.linalg.vector_norm(d, math.inf, -1, keepdim=True), max=1.0))
         return d, -(e * d).sum(-1)
 
@@ -876,13 +879,13 @@ def _final_block(C, eps, X, Y, phi, psi, max_n, checks, tol, absorb_every=100):
         all_finite, all_conv = torch.stack([finite.all(), conv.all()]).tolist()  # one host synchronisation
         if not all_finite:
             if last is not None:
-                return last
+                return last + (False,)
             nan_err = torch.where(finite, state[2], torch.full_like(err, math.nan))
             return state[0], state[1], nan_err, state[3], n, None, False
         u_s, v_s = state[4], state[5]
-        result = state[:4] + (n, lambda u_s=u_s, v_s=v_s: S.K * u_s.transpose(1, 2) * v_s, False)
+        result = state[:4] + (n, lambda u_s=u_s, v_s=v_s: S.K * u_s.transpose(1, 2) * v_s)
         if all_conv or c == limit:
-            return result[:-1] + (all_conv,)
+            return result + (all_conv,)
         kept, frozen, last = state, conv, result
     raise AssertionError("unreachable: the last check is the limit")
 
