@@ -207,7 +207,6 @@ def fused_gromov_wasserstein(
     return gamma
 
 
-
 class _Work:
     """The data of the utterances GM-OT's mirror descent iterates on; ``take`` restricts it to a sub-batch."""
 

@@ -12,6 +12,7 @@ import torch
 ot = pytest.importorskip("ot", reason="POT is the test oracle: pip install pot (the [test] extra)")
 from scipy.spatial.distance import cdist  # noqa: E402
 
+from espnet_ot.bench.train_step import op_counts  # noqa: E402 (host reads, as the benchmark counts them)
 from espnet_ot.ot import (  # noqa: E402
     TemporalStructure,
     cosine_cost,
@@ -258,23 +259,6 @@ def test_bad_inputs_give_clear_errors():
         fused_gromov_wasserstein(C, TemporalStructure(mx), TemporalStructure(my), mx, my, 1.5, 0.1)
 
 
-def host_reads(fn):
-    """Reads of device data by the host while fn runs (on a GPU, each waits for the device): ``.item()``,
-    ``bool()`` (aten::_local_scalar_dense, also inside other operators), ``nonzero`` and ``tolist()`` (no
-    operator on CPU: counted in Python)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    tolists = []
-    tolist = torch.Tensor.tolist
-    torch.Tensor.tolist = lambda t: tolists.append(1) or tolist(t)
-    try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn()
-    finally:
-        torch.Tensor.tolist = tolist
-    return len(tolists) + sum(e.name in ("aten::_local_scalar_dense", "aten::nonzero") for e in prof.events())
-
-
 def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
     # the cost check (which also reads the eps ladder's length), then one read per convergence check of the
     # block: nothing re-reads what those told (a GPU waits at each read)
@@ -285,7 +269,7 @@ def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
         P, log = sinkhorn(C, mx, my, eps, tol=1e-4, return_log=True)
         n = int(log["n_iter"].max())
         assert n in first_checks  # converged in the first block
-        assert host_reads(lambda: sinkhorn(C, mx, my, eps, tol=1e-4)) == 1 + first_checks.index(n) + 1
+        assert op_counts(lambda: sinkhorn(C, mx, my, eps, tol=1e-4))["syncs"] == 1 + first_checks.index(n) + 1
 
 
 def test_newton_on_its_live_utterances_alone_gives_the_whole_batch_result(monkeypatch):
@@ -314,4 +298,4 @@ def test_a_newton_direction_reads_nothing_from_the_device():
     newton = sk._Newton(C, X, Y)
     newton.setup(0.1)
     _, e, _, parts = newton.evaluate(torch.zeros(my.shape), None)
-    assert host_reads(lambda: newton.direction(e, parts)) == 0
+    assert op_counts(lambda: newton.direction(e, parts))["syncs"] == 0
