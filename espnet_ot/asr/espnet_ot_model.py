@@ -1,8 +1,10 @@
 """OT-CTC ASR model `espnet_ot`: pure CTC plus OT / TOT / GM-OT knowledge transfer from a frozen PLM.
 
-Loss (paper Eq. (24)): L = lambda * L_ctc + (1 - lambda) * w * (L_align + L_ot), where
-L_ot is the transport cost between the adapter's H_A and the PLM's Z_L, and
-L_align = sum_j 1 - cos(Z_tilde_j, Z_L_j) with Z_tilde = gamma^T H_A (Eq. (20)-(21)).
+Loss (paper Eq. (24), plus our distillation term): L = lambda * L_ctc + (1 - lambda) * (w * (L_align + L_ot)
++ w_d * L_distill), where L_ot is the transport cost between the adapter's H_A and the PLM's Z_L,
+L_align = sum_j 1 - cos(Z_tilde_j, Z_L_j) with Z_tilde = gamma^T H_A (Eq. (20)-(21)), and L_distill =
+sum_j KL(p_PLM(. | y without y_j) || q_j), q_j the CTC posteriors pooled through gamma's column j
+(espnet_ot.asr.distill; w_d = model_conf.distill_weight, 0 by default: the papers' model).
 Per-utterance terms are summed over the batch and divided by the batch size, like ESPnet's
 CTC loss; utterances with an empty transcript (Z_L = [CLS][SEP]) contribute zero.
 
@@ -26,8 +28,10 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 import espnet_ot.ot as ot_core
+from espnet_ot.asr.distill import distill_kl
 from espnet_ot.asr.plm import PLM_FEATS_KEY, PLMTextBranch, TokenDetokenizer
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY, split_soft_labels
 from espnet_ot.ot.config import (
     ALIGNMENT_CONF_FIELD,
     ALIGNMENT_FIELD,
@@ -37,7 +41,7 @@ from espnet_ot.ot.config import (
     AlignmentConfig,
 )
 
-__all__ = ["ALIGNMENTS", "ESPnetOTModel", "PLM_FEATS_KEY", "lengths_to_mask"]
+__all__ = ["ALIGNMENTS", "ESPnetOTModel", "PLM_FEATS_KEY", "SOFT_LABELS_KEY", "lengths_to_mask"]
 N_SPECIAL = 2  # [CLS] and [SEP] wrap every Z_L
 
 
@@ -67,6 +71,7 @@ class ESPnetOTModel(ESPnetASRModel):
         alignment_conf: Optional[Dict[str, Any]] = None,
         ctc_lambda: float = 0.3,
         ot_weight: float = 1.0,
+        distill_weight: float = 0.0,
         plm: Optional[str] = None,
         plm_layer: int = -1,
         plm_max_length: Optional[int] = None,
@@ -90,6 +95,8 @@ class ESPnetOTModel(ESPnetASRModel):
                 checked now by espnet_ot.ot.AlignmentConfig (exposed as `alignment_config`).
             ctc_lambda: lambda in Eq. (24) (paper: 0.3).
             ot_weight: w in Eq. (24) (paper: 1.0).
+            distill_weight: w_d, weight of the OT-aligned distillation of the PLM's masked-LM soft labels
+                (data key `plm_soft_labels`, dump_plm_feats --kind mlm_soft_labels); 0: the papers' model.
             plm: Hugging Face name or local directory of the frozen PLM; only needed while
                 training without precomputed `plm_feats`.
             plm_layer: PLM hidden state used as Z_L (-1: last).
@@ -126,6 +133,14 @@ class ESPnetOTModel(ESPnetASRModel):
             raise ValueError(f"model_conf.ctc_lambda={ctc_lambda} must be in [0, 1]")
         if ot_weight < 0.0:
             raise ValueError(f"model_conf.ot_weight={ot_weight} must be >= 0")
+        if distill_weight < 0.0:
+            raise ValueError(f"model_conf.distill_weight={distill_weight} must be >= 0")
+        if distill_weight > 0.0 and alignment == NO_ALIGNMENT:
+            raise ValueError(
+                f"model_conf.distill_weight={distill_weight}: the distillation pools the CTC posteriors through "
+                f"the coupling, which {ALIGNMENT_FIELD} 'none' does not compute; choose one of "
+                f"{', '.join(ot_core.METHODS)} (with ot_weight: 0 for distillation only) or set distill_weight: 0"
+            )
         super().__init__(
             vocab_size=vocab_size,
             token_list=token_list,
@@ -154,6 +169,7 @@ class ESPnetOTModel(ESPnetASRModel):
                 )
         self.ctc_lambda = ctc_lambda
         self.ot_weight = ot_weight
+        self.distill_weight = distill_weight
         self.token_type = token_type
         self.token_hf_model = token_hf_model
         self.sym_space = sym_space
@@ -186,6 +202,8 @@ class ESPnetOTModel(ESPnetASRModel):
         """CTC loss of ESPnetASRModel plus the OT branch; `plm_feats(_lengths)` may carry Z_L."""
         plm_feats = kwargs.pop(PLM_FEATS_KEY, None)
         plm_feats_lengths = kwargs.pop(PLM_FEATS_KEY + "_lengths", None)
+        soft_labels = kwargs.pop(SOFT_LABELS_KEY, None)
+        kwargs.pop(SOFT_LABELS_KEY + "_lengths", None)
         if not self.use_ot or (not self.training and not self.ot_in_eval):
             return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
 
@@ -210,13 +228,24 @@ class ESPnetOTModel(ESPnetASRModel):
                 f"PLM features have width {z.size(-1)} but postencoder_conf.plm_dim is "
                 f"{h_a.size(-1)}: set plm_dim to the PLM's hidden size"
             )
-        loss_ot, loss_align, diag = self._ot_branch(h_a, h_lens, z, z_lens, batch_size)
-        loss = self.ctc_lambda * loss_ctc + (1.0 - self.ctc_lambda) * self.ot_weight * (
-            loss_align + loss_ot
+        distill = None
+        if self.distill_weight > 0.0:
+            if soft_labels is None:
+                raise ValueError(
+                    f"model_conf.distill_weight={self.distill_weight} needs the soft labels as the data key "
+                    f"{SOFT_LABELS_KEY} (python -m espnet_ot.bin.dump_plm_feats --kind mlm_soft_labels, then "
+                    f"--train/valid_data_path_and_name_and_type <dump>/feats.scp,{SOFT_LABELS_KEY},kaldi_ark)"
+                )
+            distill = (captured.h_at, soft_labels)
+        loss_ot, loss_align, diag, loss_distill = self._ot_branch(h_a, h_lens, z, z_lens, batch_size, distill)
+        loss = self.ctc_lambda * loss_ctc + (1.0 - self.ctc_lambda) * (
+            self.ot_weight * (loss_align + loss_ot) + self.distill_weight * loss_distill
         )
         stats["loss"] = loss.detach()
         stats["loss_ot"] = loss_ot.detach()
         stats["loss_align"] = loss_align.detach()
+        if distill is not None:
+            stats["loss_distill"] = loss_distill.detach()
         stats.update(diag)
         loss, stats, weight = force_gatherable((loss, stats, weight), loss.device)
         return loss, stats, weight
@@ -248,8 +277,12 @@ class ESPnetOTModel(ESPnetASRModel):
         z: torch.Tensor,
         z_lens: torch.Tensor,
         batch_size: int,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Optional[torch.Tensor]]]:
-        """(L_ot, L_align) summed over utterances / batch size, and coupling diagnostics."""
+        distill: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Optional[torch.Tensor]], torch.Tensor]:
+        """(L_ot, L_align) summed over utterances / batch size, coupling diagnostics and L_distill (0 without).
+
+        distill: (H_at, soft labels (B, L_t, 2k)) when model_conf.distill_weight > 0.
+        """
         valid = z_lens > N_SPECIAL
         if not self.ot_include_special:
             z, z_lens = z[:, 1:], z_lens - N_SPECIAL
@@ -259,13 +292,14 @@ class ESPnetOTModel(ESPnetASRModel):
         ).tolist()
         zero = h_a.new_zeros(()).float()
         if n_valid == 0:
-            return zero, zero, {
-                "band_mass": None, "coupling_entropy": None, "coupling_entropy_rel": None, "ot_marginal_err": None,
-                "ot_iters": None,
-            }
+            none = dict.fromkeys(("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err",
+                                  "ot_iters") + (("pool_peak", "pool_span") if distill is not None else ()))
+            return zero, zero, none, zero
         if n_valid < valid.numel():
             idx = valid.nonzero(as_tuple=True)[0]
             h_a, h_lens, z, z_lens = h_a[idx], h_lens[idx], z[idx], z_lens[idx]
+            if distill is not None:
+                distill = (distill[0][idx], distill[1][idx.to(distill[1].device)])
         z = z[:, :z_max]
         h_a = h_a[:, :h_max]
         h_mask = lengths_to_mask(h_lens, h_a.size(1))
@@ -285,6 +319,9 @@ class ESPnetOTModel(ESPnetASRModel):
                 align_mask = z_mask & (pos > 0) & (pos < (z_lens - 1)[:, None])
             loss_align = ((1.0 - cos) * align_mask).sum() / batch_size
             loss_ot = result.loss.float().sum() / batch_size
+            loss_distill, pool = zero, {}
+            if distill is not None:
+                loss_distill, pool = self._distill(gamma, distill[0][:, :h_max], distill[1], h_mask, batch_size)
 
         with torch.no_grad():
             diag = ot_core.coupling_diagnostics(gamma.detach(), h_mask, z_mask, band=self.band)
@@ -296,5 +333,26 @@ class ESPnetOTModel(ESPnetASRModel):
             # solver convergence: the batch's worst L1 marginal error and the most iterations used
             "ot_marginal_err": result.marginal_err.detach().float().max(),
             "ot_iters": result.n_iter.detach().float().max(),
+            **pool,
         }
-        return loss_ot, loss_align, stats
+        return loss_ot, loss_align, stats, loss_distill
+
+    def _distill(
+        self, gamma: torch.Tensor, h_at: torch.Tensor, soft_labels: torch.Tensor, h_mask: torch.Tensor,
+        batch_size: int,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """L_distill summed over utterances / batch size, and the pooling statistics.
+
+        soft_labels' rows follow Z_L's ([CLS] y [SEP]), so they are cut like Z_L to the coupling's columns.
+        """
+        n_cols = gamma.size(2)
+        labels = soft_labels.to(gamma.device).float()
+        if not self.ot_include_special:
+            labels = labels[:, 1:]
+        labels = labels[:, :n_cols]
+        if labels.size(1) < n_cols:
+            labels = torch.nn.functional.pad(labels, (0, 0, 0, n_cols - labels.size(1)))
+        ids, probs = split_soft_labels(labels)
+        log_probs = self.ctc.log_softmax(h_at.float())
+        kl, pool = distill_kl(gamma, log_probs, ids, probs, self.blank_id, h_mask)
+        return kl.sum() / batch_size, pool

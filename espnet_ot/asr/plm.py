@@ -219,6 +219,27 @@ class PLMTextBranch:
         logging.info(f"Loaded frozen PLM {name!r} (hidden size {self.hidden_size})")
         return self
 
+    def masked_lm(self) -> torch.nn.Module:
+        """The PLM with its masked-LM head (frozen, eval), for soft labels; loaded on every call, not kept."""
+        self.load()
+        from transformers import AutoModelForMaskedLM
+
+        path = os.path.expanduser(self.name_or_path)
+        kwargs = dict(local_files_only=True) if is_local_plm(self.name_or_path) or hub_offline() else {}
+        try:
+            mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        except (OSError, ValueError) as e:
+            raise plm_not_found(self.name_or_path, self.field, f"no masked-LM head ({type(e).__name__}: {e})")
+        if info.get("missing_keys"):
+            raise ValueError(
+                f"{self.field}={self.name_or_path!r}: the checkpoint has no trained masked-LM head (missing "
+                f"{sorted(info['missing_keys'])[0]}, ...), so its predictions would be random; use a PLM saved "
+                "with its head (e.g. BertForMaskedLM.save_pretrained, as bert-base-chinese is)"
+            )
+        mlm.eval()
+        mlm.requires_grad_(False)
+        return mlm.to(next(self.model.parameters()).device)
+
     def _check_tokenizer_files(self, path: str) -> None:
         """A local PLM directory must hold its tokenizer (else transformers builds one that maps all to [UNK])."""
         if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):

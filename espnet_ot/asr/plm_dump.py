@@ -1,6 +1,10 @@
-"""Frozen-PLM features Z_L ([CLS] y [SEP]) of the transcripts of a Kaldi `text` file, dumped into kaldiio ark/scp.
+"""Frozen-PLM data of the transcripts of a Kaldi `text` file, dumped into kaldiio ark/scp: Z_L or soft labels.
 
-CLI: ``python -m espnet_ot.bin.dump_plm_feats``. With a token list the transcript goes through ESPnet's own text
+CLI: ``python -m espnet_ot.bin.dump_plm_feats``. Kinds (``--kind``): ``contextual`` (the papers' Z_L of
+[CLS] y [SEP]), ``masked`` (row j with token j replaced by [MASK]), ``context_free`` (row j = the mean Z_L of
+token j's PLM token over the ``--means_text`` transcripts: identity without context), ``mlm_soft_labels`` (the
+PLM's masked-LM prediction at each token over the CTC tokens, top k: :mod:`espnet_ot.asr.soft_labels`) and
+``identity_soft_labels`` (its one-hot control). With a token list the transcript goes through ESPnet's own text
 preprocessing (cleaner, tokenizer, token ids, exactly as in training) and then through the model's ids -> text
 rule, so the features equal those of the on-the-fly path; without it, the raw transcript is used. Bad input
 ends in :class:`DumpError` (one line naming the argument); the ark/scp are written under temporary names and
@@ -10,16 +14,19 @@ renamed when complete, so a failed dump leaves the previous <name>.ark/.scp as t
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from espnet_ot.asr.plm import PLMTextBranch
-from espnet_ot.toy.kaldi_data import read_kaldi_text
+from espnet_ot.asr.soft_labels import CTCVocabMap, identity_soft_labels, masked_lm_soft_labels
 from espnet_ot.utils.progress import progress
 
 PLM_FIELD = "--plm"
+Z_L_KINDS = ("contextual", "masked", "context_free")
+SOFT_LABEL_KINDS = ("mlm_soft_labels", "identity_soft_labels")
+KINDS = Z_L_KINDS + SOFT_LABEL_KINDS
 
 
 class DumpError(ValueError):
@@ -91,48 +98,106 @@ def _replace_ark_path(scp_tmp: Path, ark_tmp: Path, ark: Path, scp: Path) -> Non
     os.remove(scp_tmp)
 
 
+def read_text(path: Path, flag: str = "--text") -> List[Tuple[str, str]]:
+    """(utt, transcript) pairs of a Kaldi text file (ESPnet's reader: a duplicated utterance id is an error)."""
+    from espnet2.fileio.read_text import read_2columns_text
+
+    try:
+        pairs = list(read_2columns_text(path).items())
+    except RuntimeError as e:  # ESPnet's "<utt> is duplicated (<path>:<line>)"
+        raise DumpError(f"{flag} {path}: utterance {e}; keep one line per utterance id") from None
+    except UnicodeDecodeError as e:
+        raise DumpError(f"{flag} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not pairs:
+        raise DumpError(f"{flag} {path}: no utterance in it; nothing to dump (the previous dump is kept)")
+    return pairs
+
+
+class _TokenMeans:
+    """Mean Z_L row of every PLM token id over a set of transcripts (the context-free code of each token)."""
+
+    def __init__(self, branch: PLMTextBranch, texts: Sequence[str], batch_size: int, device: str):
+        sums: Dict[int, torch.Tensor] = {}
+        counts: Dict[int, int] = {}
+        for chunk in progress(batches(list(texts), batch_size), total=len(texts), desc="token means", unit="utt",
+                              weight=len):
+            z, lengths = branch.encode_texts(chunk, torch.device(device))
+            ids, _ = branch.tokenize(chunk)
+            for b in range(len(chunk)):
+                for j in range(int(lengths[b])):
+                    t = int(ids[b, j])
+                    sums[t] = sums[t] + z[b, j].cpu() if t in sums else z[b, j].cpu().clone()
+                    counts[t] = counts.get(t, 0) + 1
+        self.means = {t: sums[t] / counts[t] for t in sums}
+        self.fallback = torch.stack(list(sums.values())).sum(0) / sum(counts.values())
+        self.unseen: Dict[int, int] = {}
+
+    def rows(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(ids.size(0), ids.size(1), self.fallback.numel())
+        for b in range(ids.size(0)):
+            for j in range(int(lengths[b])):
+                t = int(ids[b, j])
+                if t not in self.means:
+                    self.unseen[t] = self.unseen.get(t, 0) + 1
+                out[b, j] = self.means.get(t, self.fallback)
+        return out
+
+
 def dump_plm_feats(
     text: Path, plm: str, output_dir: Path, name: str = "feats", token_list: Optional[Path] = None,
     token_type: str = "char", bpemodel: Optional[str] = None, non_linguistic_symbols: Optional[str] = None,
     cleaner: Optional[str] = None, token_hf_model: Optional[str] = None, plm_layer: int = -1,
-    plm_max_length: Optional[int] = None, masked: bool = False, batch_size: int = 32, device: str = "cpu",
-    dtype: str = "float32",
+    plm_max_length: Optional[int] = None, kind: str = "contextual", means_text: Optional[Path] = None,
+    top_k: int = 16, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
 ) -> Tuple[int, Path]:
-    """Write <output_dir>/<name>.ark and .scp, one (Lt, d_t) matrix per utterance of ``text``.
+    """Write <output_dir>/<name>.ark and .scp, one matrix per utterance of ``text`` (rows: [CLS] y [SEP]).
 
     ``plm``, ``plm_layer``, ``plm_max_length`` and ``token_hf_model`` are the model_conf options of the same
     names; ``token_list``, ``token_type``, ``bpemodel``, ``cleaner`` and ``non_linguistic_symbols`` those of
-    training's text preprocessing. ``masked``: row j is the PLM's state with token j replaced by [MASK] (its
-    expectation from context; an extension, not in the papers). Returns the number of utterances and the scp path.
+    training's text preprocessing. ``kind`` (module docstring): the Z_L kinds give (L_t, d_t) matrices, the
+    soft-label kinds (L_t, 2 top_k) ones (they need ``token_list``); ``context_free`` needs ``means_text``
+    (the training transcripts). Returns the number of utterances and the scp path.
     """
     import kaldiio
 
     output_dir = Path(output_dir)
+    if kind not in KINDS:
+        raise DumpError(f"--kind {kind}: use one of {', '.join(KINDS)}")
+    if batch_size < 1:
+        raise DumpError(f"--batch_size {batch_size}: must be a positive number of utterances")
+    if kind in SOFT_LABEL_KINDS and (token_list is None or top_k < 1):
+        raise DumpError(f"--kind {kind}: needs --token_list (the CTC tokens the labels are over) and --top_k >= 1")
+    if kind == "context_free" and means_text is None:
+        raise DumpError("--kind context_free: needs --means_text (the training transcripts whose mean Z_L per "
+                        "token replaces each row)")
     check_paths(text, output_dir, token_list)
+    utts = read_text(text)
+    means_utts = read_text(means_text, "--means_text") if kind == "context_free" else []
     branch = PLMTextBranch(plm, layer=plm_layer, max_length=plm_max_length, field=PLM_FIELD).load()
-    utts = list(read_kaldi_text(text).items())
+    to_plm_text: Callable[[str, str], str] = lambda utt, t: " ".join(t.split())
+    tokens: List[str] = []
     if token_list is not None:
         tokens = [t.rstrip("\n") for t in open(token_list, encoding="utf-8")]
         to_ids = text_to_ids_fn(tokens, token_type, bpemodel, cleaner, non_linguistic_symbols)
         detok = branch.detokenizer(tokens, token_type, token_hf_model or None)
-        texts = [detok(to_ids(u, t)) for u, t in utts]
-    else:
-        texts = [" ".join(t.split()) for _, t in utts]
+        to_plm_text = lambda utt, t: detok(to_ids(utt, t))  # noqa: E731
+    texts = [to_plm_text(u, t) for u, t in utts]
 
+    encode = _encoder(branch, kind, tokens, top_k, batch_size, device,
+                      [to_plm_text(u, t) for u, t in means_utts])
     ark = output_dir / f"{name}.ark"
     scp = output_dir / f"{name}.scp"
     ark_tmp, scp_tmp = ark.with_name(ark.name + ".tmp"), scp.with_name(scp.name + ".tmp")
-    np_dtype = np.float16 if dtype == "float16" else np.float32
-    write_fn = "numpy" if dtype == "float16" else None  # None: Kaldi float matrix
+    np_dtype = np.float16 if dtype == "float16" and kind in Z_L_KINDS else np.float32
+    write_fn = "numpy" if np_dtype == np.float16 else None  # None: Kaldi float matrix
     n = 0
     try:
         with torch.no_grad(), kaldiio.WriteHelper(
             f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
         ) as writer:
             chunks = batches(list(zip(utts, texts)), batch_size)
-            encode = branch.encode_texts_masked if masked else branch.encode_texts
-            for chunk in progress(chunks, total=len(utts), desc="dump_plm_feats", unit="utt", weight=len):
-                z, lengths = encode([t for _, t in chunk], torch.device(device))
+            for chunk in progress(chunks, total=len(utts), desc=f"dump_plm_feats {kind}", unit="utt", weight=len):
+                z, lengths = encode([t for _, t in chunk])
                 z = z.cpu().numpy()
                 for b, ((utt, _), sentence) in enumerate(chunk):
                     mat = finite_matrix(utt, z[b, : int(lengths[b])], np_dtype, f"{sentence!r} in {text}")
@@ -143,5 +208,43 @@ def dump_plm_feats(
         for tmp in (ark_tmp, scp_tmp):
             if tmp.exists():
                 tmp.unlink()
-    logging.info(f"Wrote Z_L of {n} utterances (width {branch.hidden_size}) to {scp}")
+    logging.info(f"Wrote {kind} data of {n} utterances to {scp}")
     return n, scp
+
+
+def _encoder(branch: PLMTextBranch, kind: str, tokens: List[str], top_k: int, batch_size: int, device: str,
+             means_texts: Sequence[str]) -> Callable[[Sequence[str]], Tuple[torch.Tensor, torch.Tensor]]:
+    """texts -> (matrices (B, L, width), lengths) of the given kind."""
+    dev = torch.device(device)
+    if kind == "contextual":
+        return lambda texts: branch.encode_texts(texts, dev)
+    if kind == "masked":
+        return lambda texts: branch.encode_texts_masked(texts, dev)
+    if kind == "context_free":
+        means = _TokenMeans(branch, means_texts, batch_size, device)
+
+        def context_free(texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+            ids, lengths = branch.tokenize(texts)
+            return means.rows(ids, lengths), lengths
+
+        return context_free
+    vocab = CTCVocabMap(branch.tokenizer, tokens)
+    logging.info(f"soft labels over {len(vocab)} of the {len(tokens)} CTC tokens (those that are PLM tokens)")
+    if kind == "identity_soft_labels":
+
+        def identity(texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+            ids, lengths = branch.tokenize(texts)
+            return identity_soft_labels(ids, lengths, vocab, top_k), lengths
+
+        return identity
+    mlm = branch.masked_lm()
+    mask_id = branch.tokenizer.mask_token_id
+    if mask_id is None:
+        raise DumpError(f"--plm {branch.name_or_path}: its tokenizer has no [MASK] token; soft labels need one")
+
+    def soft(texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        ids, lengths = branch.tokenize(texts)
+        ids, lengths = ids.to(mlm.device), lengths.to(mlm.device)
+        return masked_lm_soft_labels(mlm, ids, lengths, mask_id, vocab, top_k), lengths.cpu()
+
+    return soft

@@ -119,7 +119,7 @@ def train_step(model, batch: Dict[str, torch.Tensor]) -> None:
 def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict) -> None:
     """Forward + backward of the OT branch alone (L_ot + L_align on a given H_A)."""
     h = h_a.detach().requires_grad_(True)
-    loss_ot, loss_align, _ = model._ot_branch(
+    loss_ot, loss_align, _, _ = model._ot_branch(
         h, h_lens, batch["plm_feats"], batch["plm_feats_lengths"], h.size(0)
     )
     (loss_ot + loss_align).backward()

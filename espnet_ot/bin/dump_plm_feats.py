@@ -1,4 +1,4 @@
-"""Dump frozen-PLM features Z_L ([CLS] y [SEP]) per utterance of a Kaldi `text` file into kaldiio ark/scp.
+"""Dump frozen-PLM features Z_L ([CLS] y [SEP]) or soft labels per utterance of a Kaldi `text` file into ark/scp.
 
 Usage:
     python -m espnet_ot.bin.dump_plm_feats --text data/train/text --plm bert-base-chinese \
@@ -6,7 +6,9 @@ Usage:
 
 then train with
     --train_data_path_and_name_and_type dump/plm/train/feats.scp,plm_feats,kaldi_ark
-and the model uses these features instead of running the PLM.
+and the model uses these features instead of running the PLM. The soft labels of the distillation
+(model_conf.distill_weight) come from `--kind mlm_soft_labels --token_list ...` and are read as
+    --train_data_path_and_name_and_type dump/soft_labels/train/feats.scp,plm_soft_labels,kaldi_ark
 
 Bad input ends in one line naming the argument (missing --text, unwritable --output_dir, a PLM directory
 without its tokenizer, non-finite features of an utterance); the ark/scp are written under temporary names
@@ -22,10 +24,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.types import str2bool, str_or_none
+from espnet2.utils.types import str_or_none
 
 from espnet_ot.asr.plm import PLMNotFoundError
-from espnet_ot.asr.plm_dump import DumpError, dump_plm_feats
+from espnet_ot.asr.plm_dump import KINDS, DumpError, dump_plm_feats
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -45,9 +47,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--token_hf_model", type=str_or_none, default=None, help="as model_conf.token_hf_model")
     p.add_argument("--plm_layer", type=int, default=-1, help="as model_conf.plm_layer")
     p.add_argument("--plm_max_length", type=int, default=None, help="as model_conf.plm_max_length")
-    p.add_argument("--masked", type=str2bool, default=False,
-                   help="token j's Z_L with token j replaced by [MASK] (the PLM's expectation from context; "
-                   "an extension, not in the papers)")
+    p.add_argument("--kind", default="contextual", choices=KINDS,
+                   help="contextual: the papers' Z_L; masked: token j's row with token j replaced by [MASK]; "
+                   "context_free: each row = its token's mean Z_L over --means_text; mlm_soft_labels: the PLM's "
+                   "masked-LM prediction at each token over the CTC tokens (top --top_k; data key plm_soft_labels); "
+                   "identity_soft_labels: its one-hot control (the true token)")
+    p.add_argument("--means_text", type=Path, default=None,
+                   help="with --kind context_free: the transcripts (training set) whose mean Z_L per token is used")
+    p.add_argument("--top_k", type=int, default=16, help="with the soft-label kinds: tokens kept per position")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

@@ -1,8 +1,9 @@
-"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model), the `plm_feats` data key and its check to espnet2.tasks.asr."""
+"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model), the `plm_feats` and `plm_soft_labels` data keys and the
+`plm_feats` check to espnet2.tasks.asr."""
 
 import sys
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Tuple
 
 ASR_TASK_MODULE = "espnet2.tasks.asr"
 MODEL_NAME = "espnet_ot"  # `model:` of a training YAML
@@ -10,13 +11,13 @@ POSTENCODER_NAME = "cakt_adapter"
 _MARK = "_espnet_ot_registered"
 
 
-def _with_data_name(original, key: str):
-    """Wrap ASRTask.optional_data_names so training data may carry `key`."""
+def _with_data_names(original, keys: Tuple[str, ...]):
+    """Wrap ASRTask.optional_data_names so training data may carry `keys`."""
 
     def optional_data_names(cls, train: bool = True, inference: bool = False):
         names = tuple(original(cls, train, inference))
-        if not inference and key not in names:
-            names = names + (key,)
+        if not inference:
+            names = names + tuple(k for k in keys if k not in names)
         return names
 
     optional_data_names._espnet_ot_wrapped = True
@@ -54,7 +55,7 @@ def register(asr_module: Optional[ModuleType] = None) -> None:
             asr_module = importlib.import_module(ASR_TASK_MODULE)
     if getattr(asr_module, _MARK, False):
         return
-    from espnet_ot.asr.espnet_ot_model import PLM_FEATS_KEY, ESPnetOTModel
+    from espnet_ot.asr.espnet_ot_model import PLM_FEATS_KEY, SOFT_LABELS_KEY, ESPnetOTModel
     from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 
     asr_module.postencoder_choices.classes[POSTENCODER_NAME] = CAKTAdapter
@@ -62,7 +63,7 @@ def register(asr_module: Optional[ModuleType] = None) -> None:
     task = asr_module.ASRTask
     current = task.optional_data_names.__func__
     if not getattr(current, "_espnet_ot_wrapped", False):
-        task.optional_data_names = classmethod(_with_data_name(current, PLM_FEATS_KEY))
+        task.optional_data_names = classmethod(_with_data_names(current, (PLM_FEATS_KEY, SOFT_LABELS_KEY)))
     current = task.build_iter_factory.__func__
     if not getattr(current, "_espnet_ot_wrapped", False):
         task.build_iter_factory = classmethod(_with_plm_feats_check(current))

@@ -1,6 +1,6 @@
 """Seed statistics and the paired bootstrap confidence interval of a CER difference, pooled over seeds."""
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -78,3 +78,39 @@ def seed_paired_t_interval(
     d = np.array([cer_b[s] - cer_a[s] for s in seeds], dtype=np.float64)
     half = stats.t.ppf(0.5 + level / 2.0, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
     return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(seeds)}
+
+
+UtteranceErrors = Tuple[List[str], List[int], List[int]]  # utterance ids, edit distances, reference lengths
+
+
+def paired_comparison(
+    errors_a: Mapping[Hashable, UtteranceErrors], errors_b: Mapping[Hashable, UtteranceErrors]
+) -> Dict[str, Any]:
+    """CER(b) - CER(a) over matched replicates: per-replicate differences, their t interval and the bootstrap.
+
+    ``errors_a[r]`` / ``errors_b[r]``: the per-utterance errors of systems a and b trained as replicate r (same
+    seed, same initialisation). The replicate sets must be equal: an unmatched comparison is refused (compare on
+    the intersection explicitly). Returns ``mean`` (mean of the per-replicate differences, CER points), ``sd``,
+    ``n``, ``per_replicate``, ``t_ci95`` (None for one replicate) and ``bootstrap_ci95`` (utterances resampled
+    once for both systems, error counts averaged over the replicates: :func:`paired_bootstrap_cer_diff`).
+    """
+    if set(errors_a) != set(errors_b):
+        raise ValueError(
+            f"replicates: system a has {sorted(errors_a, key=str)}, system b {sorted(errors_b, key=str)}; a paired "
+            "comparison needs the same replicates (seeds) for both: compare on their intersection"
+        )
+    keys = sorted(errors_a, key=str)
+    if not keys:
+        raise ValueError("replicates: none to compare")
+    utts, _, lens = errors_a[keys[0]]
+    for k in keys:
+        for name, errs in (("a", errors_a[k]), ("b", errors_b[k])):
+            if errs[0] != utts:
+                raise ValueError(f"system {name}, replicate {k}: decoded utterances differ from the others'")
+    n_ref = float(sum(lens))
+    per = [100.0 * (sum(errors_b[k][1]) - sum(errors_a[k][1])) / n_ref for k in keys]
+    mean, sd = mean_sd(per)
+    t = seed_paired_t_interval({i: 0.0 for i in range(len(per))}, dict(enumerate(per))) if len(per) > 1 else None
+    boot = paired_bootstrap_cer_diff([errors_a[k][1] for k in keys], [errors_b[k][1] for k in keys], lens)
+    return {"mean": mean, "sd": sd, "n": len(keys), "per_replicate": per,
+            "t_ci95": [t["low"], t["high"]] if t else None, "bootstrap_ci95": [boot["low"], boot["high"]]}

@@ -11,27 +11,37 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
 
 CRITERION = "valid.cer_ctc"
-FEATS_KINDS = ("plm", "plm_shuffled", "plm_masked")
+# the toy's PLM data kinds -> dump_plm_feats --kind (plm_shuffled is derived from plm by shuffle_feats)
+DUMPED_KINDS = {"plm": "contextual", "plm_masked": "masked", "plm_context_free": "context_free",
+                "soft_mlm": "mlm_soft_labels", "soft_identity": "identity_soft_labels"}
+FEATS_KINDS = ("plm", "plm_shuffled", "plm_masked", "plm_context_free")
+SOFT_LABEL_KINDS = ("soft_mlm", "soft_identity")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training: a name (its directory under exp/), a config file, a seed and the PLM features it reads.
+    """One training: a name (its directory under exp/), a config file, a seed and the PLM data it reads.
 
     feats: ``plm`` (the dumped Z_L), ``plm_shuffled`` (Z_L permuted across utterances of equal token length:
-    the control for the PLM's knowledge), ``plm_masked`` (each token's Z_L with the token masked: the PLM's
-    expectation from context) or None (a model without the OT branch).
+    wrong token identities), ``plm_masked`` (each token's Z_L with the token masked: the PLM's expectation from
+    context), ``plm_context_free`` (each row its character's mean Z_L over the training transcripts: identity
+    without context) or None (a model without the OT branch). soft_labels: ``soft_mlm`` (the PLM's masked-LM
+    predictions, for model_conf.distill_weight), ``soft_identity`` (their one-hot control) or None. init: a
+    model file whose parameters start the training (asr_train --init_param), or None (random initialisation).
     """
 
     name: str
     config: Path
     seed: int
     feats: Optional[str] = None
+    soft_labels: Optional[str] = None
+    init: Optional[Path] = None
 
 
 def deep_update(base: Dict[str, Any], patch: Mapping[str, Any]) -> Dict[str, Any]:
@@ -110,15 +120,17 @@ class ToyExperiment:
         return self.dump / kind / split / "feats.scp"
 
     def dump_feats(self, split: str, kind: str = "plm") -> str:
-        """Z_L (kind ``plm``) or masked Z_L (``plm_masked``) of every transcript of split, once (dump_plm_feats)."""
-        if kind not in ("plm", "plm_masked"):
-            raise ValueError(f"kind: dump_feats writes 'plm' or 'plm_masked', got {kind!r}")
+        """The PLM data ``kind`` (a key of DUMPED_KINDS) of every transcript of split, once (dump_plm_feats)."""
+        if kind not in DUMPED_KINDS:
+            raise ValueError(f"kind: dump_feats writes one of {', '.join(DUMPED_KINDS)}, got {kind!r}")
         out = self.feats_scp(kind, split).parent
         if (out / "feats.scp").is_file() and (out / "lengths").is_file():
             return f"reusing {out}/feats.scp"
         cmd = [self.python, "-m", "espnet_ot.bin.dump_plm_feats", "--text", self.data / split / "text",
                "--plm", self.plm, "--token_list", self.token_list, "--token_type", "char", "--output_dir", out,
-               "--masked", str(kind == "plm_masked")]
+               "--kind", DUMPED_KINDS[kind]]
+        if kind == "plm_context_free":  # each row its token's mean Z_L over the training transcripts
+            cmd += ["--means_text", self.data / "train" / "text"]
         run_logged(cmd, out / "dump.log", self.console, self.env(), f"{kind} {split}")
         import kaldiio
 
@@ -139,16 +151,21 @@ class ToyExperiment:
         return f"{dst} ({kept} of {len(donor)} utterances alone in their length group keep their own Z_L)"
 
     # ------------------------------------------------------------------ ESPnet training
-    def data_opts(self, feats: Optional[str]) -> List[str]:
+    def data_opts(self, feats: Optional[str], soft_labels: Optional[str] = None) -> List[str]:
+        if feats is not None and feats not in FEATS_KINDS:
+            raise ValueError(f"feats: use one of {FEATS_KINDS} or None, got {feats!r}")
+        if soft_labels is not None and soft_labels not in SOFT_LABEL_KINDS:
+            raise ValueError(f"soft_labels: use one of {SOFT_LABEL_KINDS} or None, got {soft_labels!r}")
         opts: List[str] = []
         for mode, split in (("train", "train"), ("valid", "dev")):
             opts += [f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'wav.scp'},speech,sound",
                      f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'text'},text,text"]
             if feats is not None:
-                if feats not in FEATS_KINDS:
-                    raise ValueError(f"feats: use one of {FEATS_KINDS} or None, got {feats!r}")
                 opts += [f"--{mode}_data_path_and_name_and_type", f"{self.feats_scp(feats, split)},plm_feats,kaldi_ark"]
-        if feats is not None:
+            if soft_labels is not None:
+                opts += [f"--{mode}_data_path_and_name_and_type",
+                         f"{self.feats_scp(soft_labels, split)},{SOFT_LABELS_KEY},kaldi_ark"]
+        if feats is not None or soft_labels is not None:
             opts += ["--allow_variable_data_keys", "true"]
         return opts
 
@@ -190,13 +207,15 @@ class ToyExperiment:
         if self.model_file(run).is_file():
             return f"reusing {self.model_file(run)}"
         cmd = [self.python, "-m", "espnet2.bin.asr_train", "--config", run.config,
-               *self.common_opts(run.seed), *self.data_opts(run.feats),
+               *self.common_opts(run.seed), *self.data_opts(run.feats, run.soft_labels),
                "--train_shape_file", self.stats / "train" / "speech_shape",
                "--train_shape_file", self.stats / "train" / "text_shape.char",
                "--valid_shape_file", self.stats / "valid" / "speech_shape",
                "--valid_shape_file", self.stats / "valid" / "text_shape.char",
                "--normalize", "global_mvn", "--normalize_conf", f"stats_file={self.stats / 'train' / 'feats_stats.npz'}",
                "--resume", "true", "--output_dir", out, *extra]
+        if run.init is not None:
+            cmd += ["--init_param", run.init]
         if run.feats is not None:
             # recorded in config.yaml so that plot_coupling finds the PLM; training reads the dumped Z_L
             cmd += ["--model_conf", f"plm={self.plm}"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from espnet_ot.toy.bootstrap import mean_sd, paired_bootstrap_cer_diff, seed_paired_t_interval
+from espnet_ot.toy.bootstrap import mean_sd, paired_comparison
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
 from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
@@ -311,8 +311,8 @@ class Study:
         """RESULTS.md, summary.json and cer.png of finished runs (each method with its own seeds)."""
         x = self.x
         summary: Dict[str, Any] = {}
-        base_errs = [x.utterance_errors(r, "test") for r in runs["baseline"]]
-        utts, _, lens = base_errs[0]
+        base_errs = {r.seed: x.utterance_errors(r, "test") for r in runs["baseline"]}
+        utts, _, lens = next(iter(base_errs.values()))
         for name, rs in runs.items():
             test = [x.error_counts(r, "test") for r in rs]
             dev = [x.error_counts(r, "dev") for r in rs]
@@ -331,18 +331,20 @@ class Study:
                 "config": str(rs[0].config),
             }
             if name != "baseline":
-                errs = [x.utterance_errors(r, "test") for r in rs]
-                if any(e[0] != utts for e in errs):
-                    raise RuntimeError(f"{name}: decoded test utterances differ from the baseline's")
-                ci = paired_bootstrap_cer_diff([e[1] for e in base_errs], [e[1] for e in errs], lens)
-                entry["diff_vs_baseline"] = ci["diff"]
-                entry["diff_vs_baseline_ci95"] = [ci["low"], ci["high"]]
-                entry["relative_change"] = ci["diff"] / summary["baseline"]["test_cer_mean"]
-                entry["p_below_zero"] = ci["p_below_zero"]
-                by_seed = seed_paired_t_interval(dict(zip(summary["baseline"]["seeds"], summary["baseline"]["test_cer_per_seed"])),
-                                                 dict(zip(entry["seeds"], entry["test_cer_per_seed"])))
-                entry["diff_over_seeds"] = by_seed and by_seed["diff"]
-                entry["diff_over_seeds_ci95"] = by_seed and [by_seed["low"], by_seed["high"]]
+                # paired on the seeds both systems have (never a system's own seeds against the baseline's others)
+                shared = sorted(set(base_errs) & {r.seed for r in rs})
+                if not shared:
+                    raise ValueError(f"{name}: no seed in common with the baseline; a paired comparison needs one")
+                errs = {r.seed: x.utterance_errors(r, "test") for r in rs if r.seed in shared}
+                c = paired_comparison({s: base_errs[s] for s in shared}, errs)
+                base_mean = mean_sd([summary["baseline"]["test_cer_per_seed"][summary["baseline"]["seeds"].index(s)]
+                                     for s in shared])[0]
+                entry["compared_on_seeds"] = shared
+                entry["diff_vs_baseline"] = c["mean"]
+                entry["diff_vs_baseline_ci95"] = c["bootstrap_ci95"]
+                entry["relative_change"] = c["mean"] / base_mean
+                entry["diff_over_seeds"] = c["mean"] if c["t_ci95"] else None
+                entry["diff_over_seeds_ci95"] = c["t_ci95"]
             summary[name] = entry
         study_dir = x.out
         summary_probe = self.probe()
@@ -393,7 +395,8 @@ class Study:
         lines = [
             "# Toy experiment: test CER" + (" over seeds" if len(seeds) > 1 else f" (one seed: {seeds[0]})"), "",
             f"Greedy CTC on the {n_utts} test utterances ({n_chars} characters) of each seed's averaged model "
-            f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']} (per system below). CI: paired bootstrap over test "
+            f"(`valid.cer_ctc.ave.pth`); seeds {summary['baseline']['seeds']} (per system below). Every comparison is "
+            "paired on the seeds both systems have (named where a system has fewer). CI: paired bootstrap over test "
             "utterances of the seed-averaged error counts (10000 draws), difference to the baseline in CER points. "
             "Over seeds: mean of the per-seed differences (same seed) with its Student-t 95% interval, which "
             "contains the spread of training runs (the bootstrap CI does not).", "",
@@ -404,6 +407,8 @@ class Study:
         for name, e in summary.items():
             diff = "—" if name == "baseline" else (
                 f"{e['diff_vs_baseline']:+.2f} [{e['diff_vs_baseline_ci95'][0]:+.2f}, {e['diff_vs_baseline_ci95'][1]:+.2f}]")
+            if name != "baseline" and e["compared_on_seeds"] != seeds:
+                diff += f" (seeds {', '.join(map(str, e['compared_on_seeds']))} only)"
             rel = "—" if name == "baseline" else f"{100 * e['relative_change']:+.1f}%"
             over = e.get("diff_over_seeds_ci95")
             over = "—" if not over else f"{e['diff_over_seeds']:+.2f} [{over[0]:+.2f}, {over[1]:+.2f}]"

@@ -127,7 +127,7 @@ def test_align_loss_is_eq21_on_barycentric_projection():
     h = torch.randn(2, 9, 32, generator=g)
     z = torch.randn(2, 6, 32, generator=g)
     h_lens, z_lens = torch.tensor([9, 7]), torch.tensor([6, 4])
-    loss_ot, loss_align, diag = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
+    loss_ot, loss_align, diag, _ = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
     h_mask = torch.arange(9)[None] < h_lens[:, None]
     z_mask = torch.arange(6)[None] < z_lens[:, None]
     ref = ot_core.ot_alignment(h, z, h_mask, z_mask, method="tot", eps=0.3, beta=0.5)
@@ -141,7 +141,7 @@ def test_align_loss_is_eq21_on_barycentric_projection():
     torch.testing.assert_close(loss_ot, ref.loss.sum() / 2)
     # Including [CLS]/[SEP] in the sum changes the value.
     model.align_exclude_special = False
-    _, loss_all, _ = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
+    _, loss_all, _, _ = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
     assert float(loss_all) > float(loss_align)
 
 

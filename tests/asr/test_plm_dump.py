@@ -259,12 +259,12 @@ def test_asr_train_stops_before_training_on_an_incomplete_scp(tiny_plm_dir, tmp_
 
 
 def test_masked_features_are_the_plm_state_of_each_token_masked_one_at_a_time(tiny_plm_dir, tmp_path):
-    """--masked: row j is the PLM's last state at j with only token j replaced by [MASK] (one pass per token,
+    """--kind masked: row j is the PLM's last state at j with only token j replaced by [MASK] (one pass per token,
     checked against separate single-sequence passes); [CLS]/[SEP] rows are the unmasked ones."""
     text = write_text(tmp_path / "text")
     dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "plain")])
     dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "masked"),
-                         "--masked", "true", "--batch_size", "2"])
+                         "--kind", "masked", "--batch_size", "2"])
     plain = kaldiio.load_scp(str(tmp_path / "plain" / "feats.scp"))
     masked = kaldiio.load_scp(str(tmp_path / "masked" / "feats.scp"))
     branch = PLMTextBranch(str(tiny_plm_dir)).load()

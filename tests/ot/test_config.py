@@ -125,7 +125,7 @@ def test_model_accepts_yaml_string_numbers_and_uses_them(single_thread):
     g = torch.Generator().manual_seed(0)
     h, z = torch.randn(2, 9, 32, generator=g), torch.randn(2, 6, 32, generator=g)
     h_lens, z_lens = torch.tensor([9, 7]), torch.tensor([6, 4])
-    loss_ot, loss_align, _ = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
+    loss_ot, loss_align, _, _ = model._ot_branch(h, h_lens, z, z_lens, batch_size=2)
     h_mask = torch.arange(9)[None] < h_lens[:, None]
     z_mask = torch.arange(6)[None] < z_lens[:, None]
     ref = ot_core.ot_alignment(h, z, h_mask, z_mask, method="tot", eps=0.5, beta=0.2)

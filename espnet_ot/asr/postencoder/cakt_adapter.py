@@ -9,10 +9,11 @@ from typeguard import typechecked
 
 
 class CapturedHidden:
-    """Holder filled by `CAKTAdapter.capture()` with the last H_A (and its lengths) of the block."""
+    """Holder filled by `CAKTAdapter.capture()` with the last H_A, H_at (the CTC's input) and lengths of the block."""
 
     def __init__(self) -> None:
         self.h_a: Optional[torch.Tensor] = None
+        self.h_at: Optional[torch.Tensor] = None
         self.lengths: Optional[torch.Tensor] = None
 
 
@@ -66,6 +67,7 @@ class CAKTAdapter(AbsPostEncoder):
         h_at = input + self.scale * self.dropout(self.norm_hat(h_hat))
         if self._capture is not None:
             self._capture.h_a = h_a
+            self._capture.h_at = h_at
             self._capture.lengths = input_lengths
         return h_at, input_lengths
 

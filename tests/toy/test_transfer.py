@@ -1,0 +1,75 @@
+"""The transfer study's design (espnet_ot.toy.transfer) and its matched-replicate comparison (toy.bootstrap)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from espnet_ot.toy.bootstrap import paired_comparison
+from espnet_ot.toy.experiment import ToyExperiment
+from espnet_ot.toy.transfer import ARMS, FINE_TUNE, TransferStudy, replicates, sample_size, t_half_width
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_replicates_alternate_warm_starts_and_are_bounded():
+    assert replicates(4) == [(1, 1), (2, 1), (1, 2), (2, 2)]
+    assert len(set(replicates(16))) == 16
+    with pytest.raises(ValueError, match="--replicates 17"):
+        replicates(17)
+
+
+@pytest.mark.parametrize("sd", [0.5, 1.4, 1.9, 3.0])
+def test_sample_size_is_the_smallest_n_meeting_the_half_width(sd):
+    n = sample_size(sd)
+    assert 6 <= n <= 16
+    half = lambda k: stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k)  # noqa: E731
+    if n < 16:
+        assert half(n) <= 1.0 and (n == 6 or half(n - 1) > 1.0)
+    else:
+        assert half(15) > 1.0
+    assert t_half_width(sd, n) == pytest.approx(half(n))
+
+
+def test_arms_share_warm_start_and_seed_and_differ_only_in_the_ot_branch(tmp_path):
+    x = ToyExperiment(tmp_path, tmp_path / "corpus", tmp_path / "plm", 192)
+    study = TransferStudy(x, REPO / "conf" / "demo")
+    runs = study.runs([a.key for a in ARMS], 4)
+    for i, (w, s) in enumerate(replicates(4)):
+        reps = {k: rs[i] for k, rs in runs.items()}
+        assert {(r.seed, r.init) for r in reps.values()} == {(s, x.model_file(study.warm_run(w)))}
+    confs = {k: yaml.safe_load(rs[0].config.read_text(encoding="utf-8")) for k, rs in runs.items()}
+    for k, conf in confs.items():
+        assert conf["max_epoch"] == FINE_TUNE["max_epoch"] and conf["optim_conf"] == FINE_TUNE["optim_conf"]
+        rest = {key: v for key, v in conf.items() if key != "model_conf"}
+        assert rest == {key: v for key, v in confs["A"].items() if key != "model_conf"}, k
+    assert confs["A"]["model_conf"]["ot_weight"] == 0.0 and confs["B"]["model_conf"]["ot_weight"] == 1.0
+    assert confs["E"]["model_conf"]["distill_weight"] == 1.0 and confs["E0"] == confs["E"]
+    assert runs["E"][0].soft_labels == "soft_mlm" and runs["E0"][0].soft_labels == "soft_identity"
+    assert runs["C"][0].feats == "plm_context_free" and runs["B"][0].feats == "plm"
+
+
+def errors(per_utt, n_ref):
+    return [f"u{i}" for i in range(len(per_utt))], list(per_utt), list(n_ref)
+
+
+def test_paired_comparison_refuses_unmatched_replicates():
+    e = errors([1, 0, 2], [5, 5, 5])
+    with pytest.raises(ValueError, match="same replicates"):
+        paired_comparison({1: e, 2: e}, {1: e, 2: e, 3: e})
+
+
+def test_paired_comparison_is_the_t_interval_of_the_per_replicate_differences():
+    rng = np.random.default_rng(0)
+    n_ref = rng.integers(5, 15, size=40)
+    a = {r: errors(rng.integers(0, 4, size=40), n_ref) for r in range(5)}
+    b = {r: errors(np.maximum(0, np.array(a[r][1]) + rng.integers(-2, 2, size=40)), n_ref) for r in range(5)}
+    got = paired_comparison(a, b)
+    d = np.array([100.0 * (sum(b[r][1]) - sum(a[r][1])) / n_ref.sum() for r in range(5)])
+    assert got["n"] == 5 and got["mean"] == pytest.approx(d.mean()) and got["sd"] == pytest.approx(d.std(ddof=1))
+    low, high = stats.t.interval(0.95, 4, loc=d.mean(), scale=d.std(ddof=1) / np.sqrt(5))
+    assert got["t_ci95"] == pytest.approx([low, high])
+    same = paired_comparison(a, a)
+    assert same["bootstrap_ci95"] == [0.0, 0.0] and same["mean"] == 0.0
