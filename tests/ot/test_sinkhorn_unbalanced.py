@@ -48,6 +48,25 @@ class _nothing:
 
 
 @pytest.mark.parametrize("reg_type", ["kl", "entropy"])
+def test_a_single_penalty_relaxes_both_marginals(reg_type):
+    """reg_m = tau is (tau, tau): the same coupling as the pair and as POT's with the number, neither marginal
+    held (the columns sum to something else than 1/l_t)."""
+    x, y, mx, my = batch(seed=4)
+    C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.2)
+    kw = dict(reg_type=reg_type, tol=1e-12, max_iter=100000)
+    P = sinkhorn_unbalanced(C, mx, my, 0.1, reg_m=0.4, **kw)
+    assert torch.equal(P, sinkhorn_unbalanced(C, mx, my, 0.1, reg_m=(0.4, 0.4), **kw))
+    for k, (n, m) in enumerate(zip(LA, LT)):
+        a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+        with pytest.warns(UserWarning) if reg_type == "entropy" else _nothing():
+            ref = ot.unbalanced.sinkhorn_unbalanced(a, b, C[k, :n, :m].numpy(), 0.1, 0.4, method="sinkhorn",
+                                                    reg_type=reg_type, numItermax=200000, stopThr=1e-15)
+        assert np.abs(P[k, :n, :m].numpy() - ref).max() < 1e-5
+        assert np.abs(P[k, :n, :m].numpy().sum(0) - b).sum() > 1e-2
+        assert np.abs(P[k, :n, :m].numpy().sum(1) - a).sum() > 1e-2
+
+
+@pytest.mark.parametrize("reg_type", ["kl", "entropy"])
 @pytest.mark.parametrize("reg_m", [(0.3, math.inf), (1.0, 0.5), 0.7])
 def test_a_cost_that_requires_grad_gets_the_same_coupling_and_its_derivative(reg_m, reg_type):
     """grad="unrolled" (a cost that requires grad): out-of-place iterations give the solver's coupling, and the
