@@ -48,8 +48,8 @@ ESPNET ?= 202509
 compat: $(STAMP)
 	BASE_PYTHON=$(PY) .ci/check_espnet_release.sh $(ESPNET)
 
-# Mutation check (not in CI, ~10-30 min on 2 cores): plants known mechanism bugs one at a time in a temporary
-# copy of espnet_ot, runs the fast mechanism tests on it and reports killed / SURVIVED / not applied.
+# Mutation check (not in CI, ~10-30 min on 2 cores): plants known bugs one at a time in a temporary copy of
+# espnet_ot, runs each bug's own tests and the fast mechanism tests on it and reports killed / SURVIVED / not applied.
 mutants: $(STAMP)
 	$(PY) tests/mutants.py
 

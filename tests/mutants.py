@@ -2,10 +2,11 @@
 
 Each mutant is a small textual patch of ``espnet_ot`` (a snippet and its replacement, with alternatives for
 code that other changes may have reworded). For each one the script copies ``espnet_ot/`` and ``tests/`` into
-a temporary directory, applies the patch there (the working tree is never touched), runs the fast mechanism
-tests against that copy (``PYTHONPATH`` puts it first) and reports ``killed`` (a test failed), ``SURVIVED``
-(every test passed: the suite does not guard that behaviour) or ``not applied`` (no snippet found: the patch
-must be updated; this is never counted as killed). An unmutated run comes first and must pass.
+a temporary directory, applies the patch there (the working tree is never touched), runs the mutant's own
+tests if it names some (the study's instruments, the relaxed solvers), then the fast mechanism tests, against
+that copy (``PYTHONPATH`` puts it first) and reports ``killed`` (a test failed), ``SURVIVED`` (every test
+passed: the suite does not guard that behaviour) or ``not applied`` (no snippet found: the patch must be
+updated; this is never counted as killed). An unmutated run of all those tests comes first and must pass.
 
     make mutants                                    # every mutant, default tests
     python tests/mutants.py --list                  # names and descriptions
@@ -37,12 +38,17 @@ MODEL_TESTS = ("tests/asr/test_mechanism.py", "tests/asr/test_coupling_plot.py")
 
 @dataclass(frozen=True)
 class Mutant:
-    """A planted bug: in ``path``, replace the first alternative (regex, replacement) that matches."""
+    """A planted bug: in ``path``, replace the first alternative (regex, replacement) that matches.
+
+    ``tests``: the pytest run (files or test ids) nearest the bug, run before the default ones; empty for a bug
+    the default runs guard.
+    """
 
     name: str
     path: str
     alternatives: Tuple[Tuple[str, str], ...]
     description: str
+    tests: Tuple[str, ...] = ()
 
 
 MODEL = "espnet_ot/asr/espnet_ot_model.py"
@@ -136,6 +142,51 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant("weights_count_padding", "espnet_ot/ot/_utils.py",
            ((r"return m / m\.sum\(-1, keepdim=True\)\.clamp_min\(1\.0\)", "return m / m.shape[-1]"),),
            "uniform weights 1/L of the padded length instead of 1/l"),
+    # the study's instruments and the relaxed paths, each with the test that guards it
+    Mutant("bootstrap_unpaired", "espnet_ot/toy/bootstrap.py",
+           ((r"(\n\s*)diffs\[start : start \+ k\] = 100\.0 \* \(w @ delta\) / \(w @ n\)",
+             r"\1w_b = rng.multinomial(n.size, np.full(n.size, 1.0 / n.size), size=k).astype(np.float64)"
+             r"\1diffs[start : start + k] = 100.0 * ((w_b @ eb.mean(0)) / (w_b @ n) - (w @ ea.mean(0)) / (w @ n))"),),
+           "paired bootstrap draws system b's resample independently of a's",
+           tests=("tests/toy/test_analysis.py::test_bootstrap_draws_one_resample_for_both_systems",
+                  "tests/toy/test_analysis.py::test_bootstrap_interval_is_the_percentile_interval_of_a_resampling_loop")),
+    Mutant("shuffled_feats_own", "espnet_ot/toy/experiment.py",
+           ((r"\{entries\[donor\[u\]\]\}", "{entries[u]}"),),
+           "the shuffled-Z_L control's scp reads each utterance's own features",
+           tests=("tests/toy/test_analysis.py::test_shuffled_control_scp_reads_another_utterance_of_the_same_length",)),
+    Mutant("error_tie_swapped", "espnet_ot/toy/errors.py",
+           ((r'_TIE = \{"homophone": 0\.0, "tone": 0\.5,', '_TIE = {"homophone": 0.5, "tone": 0.0,'),),
+           "alignment tie-break prefers a tone pair to a homophone pair",
+           tests=("tests/toy/test_analysis.py::test_decomposition_pairs_a_homophone_before_a_tone_error",)),
+    Mutant("probe_scores_previous_position", "espnet_ot/toy/probe.py",
+           ((r"scores = logits\[k, i \+ 1, ", "scores = logits[k, i, "),),
+           "homophone probe scores the position before the mask",
+           tests=("tests/toy/test_analysis.py::test_homophone_probe_scores_the_masked_position",)),
+    Mutant("relaxed_gmot_uniform_constant", "espnet_ot/ot/gromov.py",
+           ((r"if base is None and alpha > 0 and math\.isinf\(tau\):", "if base is None and alpha > 0:"),),
+           "relaxed GM-OT's square-loss constant from the uniform frame marginal, not the coupling's"),
+    Mutant("relaxed_gmot_loss_uniform", LOSS,
+           ((r"a = gamma\.sum\(2\)\.detach\(\)\.to\(C\.dtype\)",
+             "a = h_mask.to(C.dtype) / h_mask.sum(-1, keepdim=True).clamp_min(1)"),),
+           "relaxed GM-OT's loss from the uniform frame marginal, not the coupling's"),
+    Mutant("unrolled_gmot_ignores_relax", "espnet_ot/ot/gromov.py",
+           ((r"(?s)sinkhorn if math\.isinf\(tau\) else sinkhorn_unbalanced,(.*?)"
+             r"\*\*\(\{\} if math\.isinf\(tau\) else \{\"reg_m\": \(tau, math\.inf\)\}\)\)",
+             r"sinkhorn,\1**{})"),),
+           "grad=unrolled GM-OT solves hard marginals whatever relax says"),
+    Mutant("scalar_reg_m_frames_only", "espnet_ot/ot/sinkhorn.py",
+           ((r"taus = \(reg_m, reg_m\)", "taus = (reg_m, math.inf)"),),
+           "sinkhorn_unbalanced(reg_m=tau) relaxes the frames only",
+           tests=("tests/ot/test_sinkhorn_unbalanced.py::test_a_single_penalty_relaxes_both_marginals",)),
+    Mutant("empty_transcripts_assumed_last", MODEL,
+           ((r"h_a, h_lens, z, z_lens = h_a\[idx\], h_lens\[idx\], z\[idx\], z_lens\[idx\]",
+             "h_a, h_lens, z, z_lens = h_a[:n_valid], h_lens[:n_valid], z[:n_valid], z_lens[:n_valid]"),),
+           "the OT branch keeps the first n_valid utterances instead of the non-empty ones"),
+    Mutant("adapter_dropout_on_sum", "espnet_ot/asr/postencoder/cakt_adapter.py",
+           ((r"h_at = input \+ self\.scale \* self\.dropout\(self\.norm_hat\(h_hat\)\)",
+             "h_at = self.dropout(input + self.scale * self.norm_hat(h_hat))"),),
+           "adapter dropout on the residual sum instead of the branch",
+           tests=("tests/asr/test_espnet_ot_model.py::test_adapter_dropout_acts_on_the_branch_only",)),
 )
 
 
@@ -168,12 +219,21 @@ def run_tests(root: Path, tests: Sequence[str], timeout: int) -> Tuple[str, str,
 
 
 def stages_for(mutant: Optional[Mutant], tests: Optional[Sequence[str]]) -> List[Sequence[str]]:
-    """The pytest runs for a mutant: --tests as one run, else the two default runs, nearest first."""
+    """The pytest runs for a mutant: --tests as one run, else its own tests (if any) and the two default runs,
+    nearest first."""
     if tests:
         return [tests]
+    own = [mutant.tests] if mutant is not None and mutant.tests else []
     if mutant is not None and not mutant.path.startswith("espnet_ot/ot/"):
-        return [MODEL_TESTS, CORE_TESTS]
-    return [CORE_TESTS, MODEL_TESTS]
+        return own + [MODEL_TESTS, CORE_TESTS]
+    return own + [CORE_TESTS, MODEL_TESTS]
+
+
+def unmutated_stages(chosen: Sequence[Mutant], tests: Optional[Sequence[str]]) -> List[Sequence[str]]:
+    """The runs of the unmutated copy: the default runs (or --tests) and the chosen mutants' own tests."""
+    stages = stages_for(None, tests)
+    own = tuple(dict.fromkeys(t for m in chosen for t in m.tests if t not in CORE_TESTS + MODEL_TESTS))
+    return stages + [own] if own and not tests else stages
 
 
 def run_stages(root: Path, stages: Sequence[Sequence[str]], timeout: int) -> Tuple[str, str, float]:
@@ -236,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = tmp / "repo"
     try:
         check_import_path(fresh_copy(work))
-        outcome, note, secs = run_stages(work, stages_for(None, args.tests), args.timeout)
+        outcome, note, secs = run_stages(work, unmutated_stages(chosen, args.tests), args.timeout)
         print(f"unmutated: {outcome} in {secs:.0f}s {note}", flush=True)
         if outcome != "passed":
             print("mutants: the unmutated tests must pass first", file=sys.stderr)

@@ -233,10 +233,13 @@ def sinkhorn_unbalanced(
     )
 
 
-def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every):
-    """Balanced log-domain Sinkhorn without in-place updates, for autograd through the iterations.
+def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every, taus=(math.inf, math.inf), reg_type="kl"):
+    """Log-domain Sinkhorn without in-place updates, for autograd through the iterations.
 
-    Padding is masked with a large finite negative log-kernel (not -inf), so no NaN reaches the gradients.
+    Balanced, or with KL-relaxed marginals (``taus`` finite): the exact updates of :class:`_Side`, f = c - k LSE
+    with k = tau / (tau + eps). Stops as :func:`sinkhorn` (hard rows) or :func:`sinkhorn_unbalanced` (relaxed
+    rows: the column sums' change over the next column update). Padding is masked with a large finite negative
+    log-kernel (not -inf), so no NaN reaches the gradients.
     """
     pair = mx.unsqueeze(2) & my.unsqueeze(1)
     la = mx.sum(-1, keepdim=True).clamp_min(1).to(C.dtype)
@@ -246,17 +249,40 @@ def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every):
     log_a = torch.where(mx, -torch.log(la).expand_as(a), torch.zeros_like(a))
     log_b = torch.where(my, -torch.log(lt).expand_as(b), torch.zeros_like(b))
     M = (-C / eps).masked_fill(~pair, -1e9)
+
+    def side(tau, log_w):
+        """(k, c) of a side's update c - k LSE (as :meth:`_Side.exact_update`)."""
+        if math.isinf(tau):
+            return 1.0, log_w
+        k = tau / (tau + eps)
+        return k, (log_w if reg_type == "kl" else k * log_w)
+
+    (kx, cx), (ky, cy) = side(taus[0], log_a), side(taus[1], log_b)
+
+    def update_f(g):
+        return torch.where(mx, cx - kx * torch.logsumexp(M + g.unsqueeze(1), 2), torch.zeros_like(a))
+
+    def update_g(f):
+        return torch.where(my, cy - ky * torch.logsumexp(M + f.unsqueeze(2), 1), torch.zeros_like(b))
+
+    def coupling_of(f, g):
+        return torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
+
     f = torch.zeros_like(a)
     g = torch.zeros_like(b)
     n_iter = 0
     err = torch.zeros(C.shape[0], dtype=C.dtype, device=C.device)
     for n_iter in range(1, max_iter + 1):
-        f = torch.where(mx, log_a - torch.logsumexp(M + g.unsqueeze(1), 2), torch.zeros_like(f))
-        g = torch.where(my, log_b - torch.logsumexp(M + f.unsqueeze(2), 1), torch.zeros_like(g))
+        f = update_f(g)
+        g = update_g(f)
         if n_iter % check_every == 0 or n_iter == max_iter:
             with torch.no_grad():
-                gamma = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
-                err = (gamma.sum(2) - a).abs().sum(-1)
+                if math.isinf(taus[0]):
+                    err = (coupling_of(f, g).sum(2) - a).abs().sum(-1)
+                else:
+                    f_next = update_f(g)
+                    cols = coupling_of(f_next, g).sum(1)
+                    err = (cols - coupling_of(f_next, update_g(f_next)).sum(1)).abs().sum(-1)
             if float(err.max()) < tol:
                 break
     coupling = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
@@ -290,11 +316,12 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
                 f"init potentials must have shapes {tuple(x_mask.shape)} and {tuple(y_mask.shape)}, got "
                 f"{tuple(init[0].shape)} and {tuple(init[1].shape)}"
             )
-    if cost.requires_grad and torch.is_grad_enabled() and taus == (math.inf, math.inf):
+    if cost.requires_grad and torch.is_grad_enabled():
         # grad="unrolled": plain log-domain iterations with out-of-place updates, differentiable step by step
         check_finite("cost", cost, x_mask.unsqueeze(2) & y_mask.unsqueeze(1))
         with fp32_region(cost):
-            coupling, log = _sinkhorn_autograd(cost.to(dtype), x_mask, y_mask, eps, max_iter, tol, check_every)
+            coupling, log = _sinkhorn_autograd(cost.to(dtype), x_mask, y_mask, eps, max_iter, tol, check_every,
+                                               taus, reg_type)
     else:
         with fp32_region(cost):
             coupling, log = _sinkhorn_core(

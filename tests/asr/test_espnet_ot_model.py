@@ -53,6 +53,25 @@ def test_adapter_shapes_and_capture():
     assert adapter._capture is None
 
 
+def test_adapter_dropout_acts_on_the_branch_only():
+    """In training, dropout zeroes entries of s * LN(FC3(LN(H_A))) and scales the others by 1 / (1 - p); the
+    input H_ca always passes, so H_at - H_ca is 0 or 2 * branch (p = 0.5) entry by entry, and eval adds it all."""
+    torch.manual_seed(0)
+    adapter = CAKTAdapter(input_size=16, plm_dim=24, scale=0.5, dropout_rate=0.5)
+    x, lens = torch.randn(3, 7, 16), torch.tensor([7, 5, 2])
+    with torch.no_grad():
+        branch = 0.5 * adapter.norm_hat(adapter.fc3(adapter.norm_a(adapter.fc2(x))))
+        adapter.train()
+        y, _ = adapter(x, lens)
+        d = y - x
+        dropped = d == 0
+        kept = torch.isclose(d, 2.0 * branch, rtol=1e-5, atol=1e-6)
+        assert (dropped | kept).all()
+        assert 0.3 < float(dropped.float().mean()) < 0.7
+        adapter.eval()
+        torch.testing.assert_close(adapter(x, lens)[0], x + branch)
+
+
 @pytest.mark.parametrize(
     "alignment,conf",
     [

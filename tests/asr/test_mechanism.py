@@ -41,17 +41,18 @@ def build(case: str, **model_conf):
     return build_tiny_ot_model(TOKENS, method_of(case), alignment_conf=dict(CONFS[case]), **model_conf)
 
 
-def make_batch(seed: int = 0) -> Dict[str, torch.Tensor]:
+def make_batch(seed: int = 0, transcripts: List[str] = TRANSCRIPTS, frames: List[int] = FRAMES
+               ) -> Dict[str, torch.Tensor]:
     """Random features, char ids padded with -1, and random Z_L ([CLS] chars [SEP]) as plm_feats."""
     g = torch.Generator().manual_seed(seed)
-    ids = [[TOKENS.index(c) for c in t] for t in TRANSCRIPTS]
+    ids = [[TOKENS.index(c) for c in t] for t in transcripts]
     text = torch.full((len(ids), max(map(len, ids))), -1, dtype=torch.long)
     for b, row in enumerate(ids):
         text[b, : len(row)] = torch.tensor(row, dtype=torch.long)
     z_lens = torch.tensor([len(r) + 2 for r in ids])
     return dict(
-        speech=torch.randn(len(ids), max(FRAMES), FEAT_DIM, generator=g),
-        speech_lengths=torch.tensor(FRAMES),
+        speech=torch.randn(len(ids), max(frames), FEAT_DIM, generator=g),
+        speech_lengths=torch.tensor(frames),
         text=text,
         text_lengths=torch.tensor([len(r) for r in ids]),
         plm_feats=torch.randn(len(ids), int(z_lens.max()), PLM_DIM, generator=g),
@@ -172,6 +173,29 @@ def test_branch_is_the_configured_method_and_the_loss_is_eq24(case, include_spec
     assert float(loss) == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert float(stats["loss"]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert int(weight) == len(TRANSCRIPTS)
+
+
+# batch orders of TRANSCRIPTS (index 3 is the empty one; "first_and_last" also empties 你好, put last)
+EMPTY_AT = {"first": (3, 0, 1, 2), "second": (0, 3, 1, 2), "last": (0, 1, 2, 3), "first_and_last": (3, 0, 2, 1)}
+
+
+@pytest.mark.parametrize("where", list(EMPTY_AT))
+@pytest.mark.parametrize("include_special", [True, False])
+def test_empty_transcripts_anywhere_in_the_batch_are_left_out(where, include_special):
+    """The branch skips the utterances with an empty transcript wherever they sit in the batch: L_ot, L_align and
+    the coupling statistics are the reference's over the non-empty utterances, each with its own frames and Z_L."""
+    order = EMPTY_AT[where]
+    transcripts = [TRANSCRIPTS[i] for i in order]
+    if where == "first_and_last":
+        transcripts[-1] = ""
+    model = build("tot", ot_include_special=include_special)
+    model.eval()
+    batch = make_batch(seed=3, transcripts=transcripts, frames=[FRAMES[i] for i in order])
+    with torch.no_grad():
+        _, stats, _ = model(**clone(batch))
+    ref = reference_stats(model, "tot", batch, include_special)
+    for key in ("loss_ot", "loss_align", "coupling_entropy", "coupling_entropy_rel", "band_mass"):
+        assert float(stats[key]) == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (key, float(stats[key]), ref[key])
 
 
 def test_methods_give_distinguishable_couplings():

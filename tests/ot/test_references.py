@@ -193,6 +193,49 @@ def test_gmot_first_mirror_descent_steps_match_pot_on_a_padded_batch(gw_max_iter
         np.testing.assert_allclose(r.coupling[k, :la, :lt].numpy(), ref, rtol=0, atol=1e-8)
 
 
+# ------------------------------------------------------------------ relaxed GM-OT (relax = tau: frames soft, tokens hard)
+RELAXED = dict(method="gmot", eps=0.1, beta=0.5, alpha=0.6, relax=0.3, edge_mix=0.4)
+
+
+@pytest.mark.parametrize("edges", ["temporal", "mix"])
+def test_relaxed_gmot_is_a_fixed_point_of_its_step_and_its_loss_is_the_fgw_objective(edges):
+    """The relaxed coupling gamma* is the semi-relaxed entropic OT (POT, reg_m = (tau, inf)) of its own mirror-descent
+    cost G = (1 - alpha) C~ + 2 alpha ((S_A^2 a*) 1^T + 1 (S_L^2 b)^T - 2 S_A gamma* S_L) with a* = gamma* 1, the
+    coupling's own (non-uniform) frame marginal; and the loss is the FGW objective at gamma*, by a 4-index sum."""
+    x, y, mx, my = make_batch(LA, LT, seed=9)
+    conf = dict(RELAXED, edges=edges)
+    r = ot_alignment(x, y, mx, my, **conf, max_iter=100000, tol=1e-12, gw_max_iter=3000, gw_tol=1e-12)
+    alpha, tau = conf["alpha"], conf["relax"]
+    for k, (la, lt) in enumerate(zip(LA, LT)):
+        xs, ys = x[k, :la].numpy(), y[k, :lt].numpy()
+        gamma = r.coupling[k, :la, :lt].numpy()
+        M = ref_node_cost(xs, ys, conf["beta"])
+        Sx, Sy = ref_edges(edges, xs, conf["edge_mix"]), ref_edges(edges, ys, conf["edge_mix"])
+        a_star, b = gamma.sum(1), uniform(lt)
+        np.testing.assert_allclose(gamma.sum(0), b, rtol=0, atol=1e-10)  # tokens keep their mass
+        if la > 1:
+            assert np.abs(a_star - uniform(la)).sum() > 1e-2  # the frames' is not uniform
+        G = (1.0 - alpha) * M + 2.0 * alpha * ((Sx**2 @ a_star)[:, None] + (Sy**2 @ b)[None, :] - 2.0 * Sx @ gamma @ Sy)
+        step = ot.unbalanced.sinkhorn_unbalanced(uniform(la), b, G, conf["eps"], (tau, np.inf), reg_type="kl",
+                                                 method="sinkhorn", numItermax=200000, stopThr=1e-15)
+        np.testing.assert_allclose(gamma, step, rtol=0, atol=1e-8)
+        assert r.loss[k].item() == pytest.approx(ref_fgw_objective(M, Sx, Sy, gamma, alpha), abs=1e-10)
+
+
+def test_relaxed_gmot_unrolled_solves_the_same_problem_as_envelope():
+    """grad="unrolled" with relax = tau: the same coupling and loss as the envelope solve, and finite gradients."""
+    x, y, mx, my = make_batch([9, 6], [4, 3], seed=10)
+    conf = dict(RELAXED, edges="feature", max_iter=100000, tol=1e-9, gw_max_iter=500, gw_tol=1e-8)
+    env = ot_alignment(x, y, mx, my, **conf)
+    h, z = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    unr = ot_alignment(h, z, mx, my, grad="unrolled", **conf)
+    assert unr.coupling.requires_grad  # the solve itself was differentiated
+    torch.testing.assert_close(unr.coupling.detach(), env.coupling, rtol=0, atol=1e-7)
+    torch.testing.assert_close(unr.loss.detach(), env.loss, rtol=0, atol=1e-7)
+    unr.loss.sum().backward()
+    assert torch.isfinite(h.grad).all() and torch.isfinite(z.grad).all() and h.grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------ envelope gradients by finite differences
 def _entropic_fgw_value(h, z, mx, my, conf):
     """(1-alpha)<C~, gamma*> + alpha E(gamma*) - eps H(gamma*) from reference costs and edges (gamma* solved)."""

@@ -47,6 +47,50 @@ class _nothing:
         return False
 
 
+@pytest.mark.parametrize("reg_type", ["kl", "entropy"])
+def test_a_single_penalty_relaxes_both_marginals(reg_type):
+    """reg_m = tau is (tau, tau): the same coupling as the pair and as POT's with the number, neither marginal
+    held (the columns sum to something else than 1/l_t)."""
+    x, y, mx, my = batch(seed=4)
+    C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.2)
+    kw = dict(reg_type=reg_type, tol=1e-12, max_iter=100000)
+    P = sinkhorn_unbalanced(C, mx, my, 0.1, reg_m=0.4, **kw)
+    assert torch.equal(P, sinkhorn_unbalanced(C, mx, my, 0.1, reg_m=(0.4, 0.4), **kw))
+    for k, (n, m) in enumerate(zip(LA, LT)):
+        a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+        with pytest.warns(UserWarning) if reg_type == "entropy" else _nothing():
+            ref = ot.unbalanced.sinkhorn_unbalanced(a, b, C[k, :n, :m].numpy(), 0.1, 0.4, method="sinkhorn",
+                                                    reg_type=reg_type, numItermax=200000, stopThr=1e-15)
+        assert np.abs(P[k, :n, :m].numpy() - ref).max() < 1e-5
+        assert np.abs(P[k, :n, :m].numpy().sum(0) - b).sum() > 1e-2
+        assert np.abs(P[k, :n, :m].numpy().sum(1) - a).sum() > 1e-2
+
+
+@pytest.mark.parametrize("reg_type", ["kl", "entropy"])
+@pytest.mark.parametrize("reg_m", [(0.3, math.inf), (1.0, 0.5), 0.7])
+def test_a_cost_that_requires_grad_gets_the_same_coupling_and_its_derivative(reg_m, reg_type):
+    """grad="unrolled" (a cost that requires grad): out-of-place iterations give the solver's coupling, and the
+    derivative of <P, W> along a direction D of the cost is the finite difference of the solver's couplings."""
+    x, y, mx, my = batch([7, 5], [3, 2], D=4, seed=5)
+    C = cosine_cost(x, y, mx, my)
+    kw = dict(reg_m=reg_m, reg_type=reg_type, tol=1e-13, max_iter=100000)
+    P = sinkhorn_unbalanced(C, mx, my, 0.2, **kw)
+    C_grad = C.clone().requires_grad_(True)
+    P_grad = sinkhorn_unbalanced(C_grad, mx, my, 0.2, **kw)
+    assert P_grad.requires_grad
+    torch.testing.assert_close(P_grad.detach(), P, rtol=0, atol=1e-12)
+    g = torch.Generator().manual_seed(6)
+    W, D = torch.randn(C.shape, generator=g, dtype=C.dtype), torch.randn(C.shape, generator=g, dtype=C.dtype)
+    (P_grad * W).sum().backward()
+    analytic = float((C_grad.grad * D).sum())
+    step = 1e-6
+    plus = (sinkhorn_unbalanced(C + step * D, mx, my, 0.2, **kw) * W).sum()
+    minus = (sinkhorn_unbalanced(C - step * D, mx, my, 0.2, **kw) * W).sum()
+    numeric = float(plus - minus) / (2 * step)
+    assert abs(numeric) > 1e-2
+    assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
 def test_infinite_penalties_are_balanced_sinkhorn():
     x, y, mx, my = batch(seed=2)
     C = cosine_cost(x, y, mx, my)

@@ -3,10 +3,12 @@
 import collections
 import json
 import random
+import types
 
 import editdistance
 import numpy as np
 import pytest
+import torch
 import yaml
 from helpers import make_tiny_bert
 
@@ -46,6 +48,27 @@ def test_decomposition_points_add_up_to_the_cer():
         errors.decompose(refs, {"a": ""})
 
 
+def test_decomposition_pairs_a_homophone_before_a_tone_error():
+    """Each case has two minimal alignments (a substitution and an insertion or deletion, either way round): the
+    one that pairs the reference with its homophone (马 ma3 / 玛 ma3) wins over a tone pair (马 / 妈 ma1), a tone
+    pair over an unrelated character (天 tian1)."""
+    zero = dict.fromkeys(errors.CATEGORIES, 0)
+    cases = {
+        ("马", "玛妈"): {"homophone": 1, "insertion": 1},  # not: inserted 玛 + 马 -> 妈 (tone)
+        ("马", "妈玛"): {"homophone": 1, "insertion": 1},  # not: 马 -> 妈 (tone) + inserted 玛
+        ("玛妈", "马"): {"homophone": 1, "deletion": 1},  # not: deleted 玛 + 妈 -> 马 (tone)
+        ("马", "天妈"): {"tone": 1, "insertion": 1},  # not: 马 -> 天 (other) + inserted 妈
+        ("马", "玛"): {"homophone": 1},
+        ("马", "妈"): {"tone": 1},
+    }
+    for (ref, hyp), counts in cases.items():
+        assert errors.decompose({"u": ref}, {"u": hyp}).counts == {**zero, **counts}, (ref, hyp)
+    refs = {f"u{i}": ref for i, (ref, _) in enumerate(cases)}
+    pooled = errors.decompose(refs, {f"u{i}": hyp for i, (_, hyp) in enumerate(cases)})
+    assert pooled.counts == {**zero, "homophone": 4, "tone": 2, "insertion": 3, "deletion": 1}
+    assert pooled.n_ref == 7 and pooled.linguistic_share == pytest.approx(6 / 10)
+
+
 # ------------------------------------------------------------------------------------------ bootstrap
 def test_bootstrap_ci_covers_the_difference_and_detects_a_real_one():
     rng = np.random.default_rng(0)
@@ -61,6 +84,44 @@ def test_bootstrap_ci_covers_the_difference_and_detects_a_real_one():
     assert gain["p_below_zero"] > 0.99
     with pytest.raises(ValueError, match="errors_a/errors_b"):
         bootstrap.paired_bootstrap_cer_diff(base, better, lens[:-1])
+
+
+def test_bootstrap_draws_one_resample_for_both_systems():
+    """Paired resampling: one draw of utterances serves both systems. System b makes a's errors plus a quarter of
+    each reference, so every resample has the same CER difference, 25 points, however much a's CER varies from
+    one resample to the next: the interval is that one point (a second, independent draw for b would spread it)."""
+    rng = np.random.default_rng(1)
+    lens = 4 * rng.integers(2, 8, size=300)
+    p = rng.uniform(0.0, 0.8, size=lens.size)  # utterances of very different difficulty
+    base = [rng.binomial(lens, p) for _ in range(3)]
+    worse = [e + lens // 4 for e in base]
+    r = bootstrap.paired_bootstrap_cer_diff(base, worse, lens, n_boot=2000)
+    assert r["diff"] == pytest.approx(25.0)
+    assert r["low"] == pytest.approx(25.0, abs=1e-9) and r["high"] == pytest.approx(25.0, abs=1e-9)
+    assert r["p_below_zero"] == 0.0
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_a_resampling_loop():
+    """Against a plain loop (indices drawn with replacement, seeds averaged per utterance, the pooled CER
+    difference of each resample): the same interval and share below zero, up to the Monte Carlo error."""
+    rng = np.random.default_rng(2)
+    lens = rng.integers(5, 25, size=250)
+    p = rng.uniform(0.05, 0.6, size=lens.size)
+    base = [rng.binomial(lens, p) for _ in range(2)]
+    other = [rng.binomial(lens, 0.93 * p) for _ in range(2)]
+    n_boot = 4000
+    r = bootstrap.paired_bootstrap_cer_diff(base, other, lens, n_boot=n_boot, seed=3)
+    delta = np.mean(other, 0) - np.mean(base, 0)
+    loop = np.random.default_rng(4)
+    diffs = []
+    for _ in range(n_boot):
+        idx = loop.integers(0, lens.size, size=lens.size)
+        diffs.append(100.0 * delta[idx].sum() / lens[idx].sum())
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    width = high - low
+    assert r["low"] == pytest.approx(low, abs=0.1 * width) and r["high"] == pytest.approx(high, abs=0.1 * width)
+    assert r["p_below_zero"] == pytest.approx(np.mean(np.array(diffs) < 0), abs=0.03)
+    assert r["diff"] == pytest.approx(100.0 * delta.sum() / lens.sum())
 
 
 def test_mean_sd_is_the_sample_statistic():
@@ -91,6 +152,29 @@ def test_shuffle_swaps_only_equal_lengths_and_moves_everyone_it_can():
     assert donor == experiment.shuffle_within_length(lengths, seed=0) != experiment.shuffle_within_length(lengths, 1)
 
 
+def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_path):
+    """shuffle_feats on a hand-written scp: every utterance of a length group of two or more reads the entry of
+    another one of that group, each entry is read once, and the one alone in its group keeps its own."""
+    from espnet_ot.toy.kaldi_data import read_kaldi_text
+
+    x = experiment.ToyExperiment(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8)
+    lengths = {"a1": 5, "a2": 5, "a3": 5, "b1": 7, "b2": 7, "c1": 9}
+    src = x.feats_scp("plm", "dev")
+    src.parent.mkdir(parents=True)
+    own = {u: f"/dump/feats.ark:{100 * i + 7}" for i, u in enumerate(sorted(lengths))}
+    src.write_text("".join(f"{u} {e}\n" for u, e in own.items()), encoding="utf-8")
+    (src.parent / "lengths").write_text("".join(f"{u} {n}\n" for u, n in lengths.items()), encoding="utf-8")
+    note = x.shuffle_feats("dev", seed=0)
+    out = read_kaldi_text(x.feats_scp("plm_shuffled", "dev"))
+    assert sorted(out) == sorted(own) and sorted(out.values()) == sorted(own.values())
+    owner = {e: u for u, e in own.items()}
+    for utt, entry in out.items():
+        donor = owner[entry]
+        assert lengths[donor] == lengths[utt], (utt, donor)
+        assert (donor == utt) == (utt == "c1"), (utt, donor)
+    assert "1 of 6" in note
+
+
 def test_variant_config_merges_the_patch_deeply(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
@@ -116,6 +200,48 @@ def test_homophone_probe_counts_ambiguous_positions(tmp_path):
     # frequency always picks 他 among {他, 她} and 们 (count 1) over 门 (count 0): right on 他, 们; wrong on 她
     assert res["any_tone"]["freq_acc"] == pytest.approx(2 / 3)
     assert 0.0 <= res["any_tone"]["plm_acc"] <= 1.0
+
+
+class _StubMaskedLM(torch.nn.Module):
+    """A masked LM stand-in: at [MASK] it scores the ``prefer`` characters (2, 1, ...), elsewhere the input token."""
+
+    def __init__(self, vocab, mask_id, prefer):
+        super().__init__()
+        self.size, self.mask_id = len(vocab), mask_id
+        self.at_mask = torch.zeros(self.size)
+        for rank, c in enumerate(prefer):
+            self.at_mask[vocab[c]] = float(len(prefer) - rank)
+        self.inputs = []
+
+    def forward(self, input_ids, attention_mask):
+        self.inputs.append(input_ids.clone())
+        logits = 5.0 * torch.nn.functional.one_hot(input_ids, self.size).float()
+        logits[input_ids == self.mask_id] = self.at_mask
+        return types.SimpleNamespace(logits=logits)
+
+
+def test_homophone_probe_scores_the_masked_position(tmp_path, monkeypatch):
+    """With a stub LM whose scores at [MASK] favour 她 over 他 and 门 over 们: 他们在上 -> 她门 (both wrong), 她在上 -> 她
+    (right), so plm_acc = 1/3 for both candidate sets; each input holds its sentence with one [MASK] in place."""
+    import transformers
+
+    tok_dir = make_tiny_bert(tmp_path / "tok", chars="他她们门在上")
+    vocab = transformers.AutoTokenizer.from_pretrained(str(tok_dir)).get_vocab()
+    stub = _StubMaskedLM(vocab, vocab["[MASK]"], "她门")
+    monkeypatch.setattr(transformers.AutoModelForMaskedLM, "from_pretrained", lambda *args, **kwargs: stub)
+    sentences = ["他们在上", "她在上"]
+    res = probe.homophone_probe(tok_dir, sentences, list("他她们门在上"), collections.Counter("他他他们在上"),
+                                batch_size=2)
+    for name in ("any_tone", "same_tone"):
+        assert res[name]["n"] == 3 and res[name]["plm_acc"] == pytest.approx(1 / 3), (name, res[name])
+        assert res[name]["freq_acc"] == pytest.approx(2 / 3)
+    rows = [row for batch in stub.inputs for row in batch.tolist()]
+    masked = [("他们在上", 0), ("他们在上", 1), ("她在上", 0)] * 2  # per candidate set, in sentence order
+    assert len(rows) == len(masked)
+    for row, (s, i) in zip(rows, masked):
+        ids = [vocab["[CLS]"]] + [vocab[c] for c in s] + [vocab["[SEP]"]]
+        ids[i + 1] = vocab["[MASK]"]
+        assert row[: len(ids)] == ids and set(row[len(ids):]) <= {vocab["[PAD]"]}
 
 
 # ------------------------------------------------------------------------------------------ study report
