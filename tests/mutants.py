@@ -52,6 +52,8 @@ class Mutant:
 
 
 MODEL = "espnet_ot/asr/espnet_ot_model.py"
+DISTILL = "espnet_ot/asr/distill.py"
+DISTILL_TESTS = "tests/asr/test_distill.py"
 LOSS = "espnet_ot/ot/loss.py"
 MUTANTS: Tuple[Mutant, ...] = (
     Mutant("h_a_detached", MODEL,
@@ -187,6 +189,32 @@ MUTANTS: Tuple[Mutant, ...] = (
              "h_at = self.dropout(input + self.scale * self.norm_hat(h_hat))"),),
            "adapter dropout on the residual sum instead of the branch",
            tests=("tests/asr/test_espnet_ot_model.py::test_adapter_dropout_acts_on_the_branch_only",)),
+    # the OT-aligned distillation (espnet_ot/asr/distill.py, model_conf.distill_weight, the soft-label dump)
+    Mutant("distill_blank_kept", DISTILL,
+           ((r"non_blank = q\.sum\(-1\) - q\[\.\.\., blank\]", "non_blank = q.sum(-1)"),),
+           "pooled posteriors not renormalised without the blank", tests=(DISTILL_TESTS,)),
+    Mutant("distill_pool_unnormalised", DISTILL,
+           ((r"w = g / g\.sum\(1, keepdim=True\)\.clamp_min\(_TINY\)", "w = g"),),
+           "frames pooled with the raw coupling instead of its normalised column", tests=(DISTILL_TESTS,)),
+    Mutant("distill_gamma_not_detached", DISTILL,
+           ((r"g = gamma\.detach\(\)\.to\(dtype\)", "g = gamma.to(dtype)"),),
+           "the coupling not a constant of the distillation", tests=(DISTILL_TESTS,)),
+    Mutant("distill_weight_ignored", MODEL,
+           ((r"self\.distill_weight \* loss_distill", "loss_distill"),),
+           "model_conf.distill_weight ignored (weight 1)", tests=(DISTILL_TESTS,)),
+    Mutant("distill_posteriors_detached", MODEL,
+           ((r"log_probs = self\.ctc\.log_softmax\(h_at\.float\(\)\)", "log_probs = self.ctc.log_softmax(h_at.float()).detach()"),),
+           "no distillation gradient reaches the encoder and the CTC layer", tests=(DISTILL_TESTS,)),
+    Mutant("soft_labels_shifted", MODEL,
+           ((r"labels = labels\[:, :n_cols\]", "labels = labels[:, 1 : n_cols + 1]"),),
+           "soft-label rows read one position off the coupling's columns", tests=(DISTILL_TESTS,)),
+    Mutant("soft_labels_of_empty_utterances", MODEL,
+           ((r"distill\[1\]\[idx\.to\(distill\[1\]\.device\)\]", "distill[1][: idx.numel()]"),),
+           "soft labels not re-indexed when empty transcripts are left out", tests=(DISTILL_TESTS,)),
+    Mutant("soft_labels_mask_previous_token", "espnet_ot/asr/soft_labels.py",
+           ((r"masked\[n, j_idx\] = mask_id", "masked[n, j_idx - 1] = mask_id"),),
+           "the masked-LM soft label of token j computed with token j-1 masked",
+           tests=("tests/asr/test_soft_labels.py::test_mlm_soft_labels_are_the_masked_lm_distribution_over_the_ctc_tokens",)),
 )
 
 

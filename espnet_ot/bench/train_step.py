@@ -7,7 +7,10 @@ branch, PLM features cached) and `overhead` = ms / baseline_ms - 1; `branch_ms` 
 branch alone (L_ot + L_align forward + backward on H_A of the encoder's output shape) and
 `branch_share` = branch_ms / baseline_ms, its share of a step; `baseline_step_ops` and `branch_ops` count the
 tensor operations (leaf ATen operators, ~ GPU kernel launches) of a baseline step (encoder and CTC, forward and
-backward) and of the branch, `branch_syncs` the branch's host synchronisations (torch.profiler). Times are process CPU
+backward) and of the branch, `branch_syncs` the branch's host synchronisations (torch.profiler). The same alignment
+with the OT-aligned distillation (model_conf.distill_weight 1, top-16 soft labels) gives `distill_ms` (its step),
+`distill_added_cpu` = distill_ms / ms - 1, and `distill_branch_ops` / `distill_branch_syncs` (its branch: L_ot, L_align
+and L_distill with the CTC posteriors of H_at). Times are process CPU
 time with one math thread by default, so other processes on a shared machine do not count;
 wall-clock equivalents are `wall_*`. The variants run interleaved (order rotated every
 repeat) and each time is the best of the repeats.
@@ -22,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+SOFT_LABEL_K = 16
 ALIGNMENT_CONFS = {
     "ot": {"eps": 0.5},
     "tot": {"eps": 0.5, "beta": 0.5},
@@ -56,7 +60,7 @@ def model_config(args: argparse.Namespace) -> Dict:
     }
 
 
-def build_model(args: argparse.Namespace, kind: str, alignment: str = "none"):
+def build_model(args: argparse.Namespace, kind: str, alignment: str = "none", distill_weight: float = 0.0):
     """kind 'baseline': ESPnetASRModel (no adapter); kind 'ot': ESPnetOTModel with cakt_adapter."""
     with contextlib.redirect_stdout(sys.stderr):  # ESPnet prints a flash-attention notice
         from espnet2.asr.espnet_model import ESPnetASRModel
@@ -76,7 +80,8 @@ def build_model(args: argparse.Namespace, kind: str, alignment: str = "none"):
     parts.update(report_cer=False, report_wer=False)
     if kind == "baseline":
         return ESPnetASRModel(ctc_weight=1.0, **parts)
-    return ESPnetOTModel(alignment=alignment, alignment_conf=ALIGNMENT_CONFS.get(alignment, {}), **parts)
+    return ESPnetOTModel(alignment=alignment, alignment_conf=ALIGNMENT_CONFS.get(alignment, {}),
+                         distill_weight=distill_weight, **parts)
 
 
 def make_batch(args: argparse.Namespace, with_plm_feats: bool = True) -> Dict[str, torch.Tensor]:
@@ -99,6 +104,14 @@ def make_batch(args: argparse.Namespace, with_plm_feats: bool = True) -> Dict[st
         z = torch.randn(B, int(z_lens.max()), args.plm_dim, generator=g)
         batch["plm_feats"] = z * (torch.arange(z.size(1))[None, :, None] < z_lens[:, None, None])
         batch["plm_feats_lengths"] = z_lens
+        k = SOFT_LABEL_K  # random top-k soft labels on the token rows ([CLS]/[SEP] and padding: zero)
+        labels = torch.zeros(B, z.size(1), 2 * k)
+        labels[..., :k] = torch.randint(2, args.vocab - 1, (B, z.size(1), k), generator=g).float()
+        labels[..., k:] = torch.softmax(torch.randn(B, z.size(1), k, generator=g), -1)
+        pos = torch.arange(z.size(1))[None, :]
+        labels *= ((pos > 0) & (pos < (z_lens - 1)[:, None]))[..., None]
+        batch["plm_soft_labels"] = labels
+        batch["plm_soft_labels_lengths"] = z_lens.clone()
     return batch
 
 
@@ -116,13 +129,15 @@ def train_step(model, batch: Dict[str, torch.Tensor]) -> None:
     loss.backward()
 
 
-def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict) -> None:
-    """Forward + backward of the OT branch alone (L_ot + L_align on a given H_A)."""
+def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict,
+                h_at: Optional[torch.Tensor] = None) -> None:
+    """Forward + backward of the OT branch alone (L_ot + L_align on a given H_A; + L_distill on H_at if given)."""
     h = h_a.detach().requires_grad_(True)
-    loss_ot, loss_align, _, _ = model._ot_branch(
-        h, h_lens, batch["plm_feats"], batch["plm_feats_lengths"], h.size(0)
+    distill = None if h_at is None else (h_at.detach().requires_grad_(True), batch["plm_soft_labels"])
+    loss_ot, loss_align, _, loss_distill = model._ot_branch(
+        h, h_lens, batch["plm_feats"], batch["plm_feats_lengths"], h.size(0), distill
     )
-    (loss_ot + loss_align).backward()
+    (loss_ot + loss_align + loss_distill).backward()
 
 
 def op_counts(fn: Callable[[], None]) -> Dict[str, int]:
@@ -186,6 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     models = {"baseline": build_model(args, "baseline"), "adapter": build_model(args, "ot")}
     for a in alignments:
         models[a] = build_model(args, "ot", a)
+        models[a + "+distill"] = build_model(args, "ot", a, distill_weight=1.0)
     for m in models.values():
         m.train()
     batch = make_batch(args)
@@ -193,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # The branch alone, on H_A of the encoder's output shape: a low-noise view of the overhead.
     with torch.no_grad(), models["adapter"].postencoder.capture() as captured:
         models["adapter"].encode(batch["speech"], batch["speech_lengths"])
-    h_a, h_lens = captured.h_a, captured.lengths
+    h_a, h_lens, h_at = captured.h_a, captured.lengths, captured.h_at
     branch = interleaved_times(
         {a: models[a] for a in alignments}, lambda m: branch_step(m, h_a, h_lens, batch), args
     )
@@ -201,6 +217,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # what a step launches (the GPU cost of the branch is launch-bound: estimate it from these on paper)
     base_ops = op_counts(lambda: train_step(models["baseline"], batch))
     branch_ops = {a: op_counts(lambda m=models[a]: branch_step(m, h_a, h_lens, batch)) for a in alignments}
+    distill_ops = {a: op_counts(lambda m=models[a + "+distill"]: branch_step(m, h_a, h_lens, batch, h_at))
+                   for a in alignments}
     for a in alignments:
         print(
             json.dumps(
@@ -216,6 +234,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     "baseline_step_ops": base_ops["ops"],
                     "branch_ops": branch_ops[a]["ops"],
                     "branch_syncs": branch_ops[a]["syncs"],
+                    "distill_ms": round(best[a + "+distill"]["cpu"], 1),
+                    "distill_added_cpu": round(best[a + "+distill"]["cpu"] / best[a]["cpu"] - 1.0, 4),
+                    "distill_branch_ops": distill_ops[a]["ops"],
+                    "distill_branch_syncs": distill_ops[a]["syncs"],
                     "clock": "process_time",
                     "wall_baseline_ms": round(base["wall"], 1),
                     "wall_ms": round(best[a]["wall"], 1),
