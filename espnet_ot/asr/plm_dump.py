@@ -170,6 +170,14 @@ def dump_plm_feats(
     if kind == "context_free" and means_text is None:
         raise DumpError("--kind context_free: needs --means_text (the training transcripts whose mean Z_L per "
                         "token replaces each row)")
+    if "/" in name or name in ("", ".", ".."):
+        raise DumpError(f"--name {name!r}: a file name without '/' (the files go into --output_dir)")
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise DumpError(f"--device {device}: not a torch device; use cpu or cuda (cuda:N)") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise DumpError(f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu")
     check_paths(text, output_dir, token_list)
     utts = read_text(text)
     means_utts = read_text(means_text, "--means_text") if kind == "context_free" else []
@@ -178,8 +186,11 @@ def dump_plm_feats(
     tokens: List[str] = []
     if token_list is not None:
         tokens = [t.rstrip("\n") for t in open(token_list, encoding="utf-8")]
+        if not any(t.strip() for t in tokens):
+            raise DumpError(f"--token_list {token_list}: empty; give the CTC token list of training")
         to_ids = text_to_ids_fn(tokens, token_type, bpemodel, cleaner, non_linguistic_symbols)
         detok = branch.detokenizer(tokens, token_type, token_hf_model or None)
+        check_unknown(utts, to_ids, tokens, token_list, token_type)
         to_plm_text = lambda utt, t: detok(to_ids(utt, t))  # noqa: E731
     texts = [to_plm_text(u, t) for u, t in utts]
 
@@ -192,24 +203,78 @@ def dump_plm_feats(
     write_fn = "numpy" if np_dtype == np.float16 else None  # None: Kaldi float matrix
     n = 0
     try:
-        with torch.no_grad(), kaldiio.WriteHelper(
-            f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
-        ) as writer:
-            chunks = batches(list(zip(utts, texts)), batch_size)
-            for chunk in progress(chunks, total=len(utts), desc=f"dump_plm_feats {kind}", unit="utt", weight=len):
-                z, lengths = encode([t for _, t in chunk])
-                z = z.cpu().numpy()
-                for b, ((utt, _), sentence) in enumerate(chunk):
-                    mat = finite_matrix(utt, z[b, : int(lengths[b])], np_dtype, f"{sentence!r} in {text}")
-                    writer(utt, mat)
-                    n += 1
-        _replace_ark_path(scp_tmp, ark_tmp, ark, scp)
+        with _disk_errors(output_dir):
+            with torch.no_grad(), kaldiio.WriteHelper(
+                f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
+            ) as writer:
+                chunks = batches(list(zip(utts, texts)), batch_size)
+                for chunk in progress(chunks, total=len(utts), desc=f"dump_plm_feats {kind}", unit="utt", weight=len):
+                    z, lengths = encode([t for _, t in chunk])
+                    z = z.cpu().numpy()
+                    for b, ((utt, _), sentence) in enumerate(chunk):
+                        mat = finite_matrix(utt, z[b, : int(lengths[b])], np_dtype, f"{sentence!r} in {text}")
+                        writer(utt, mat)
+                        n += 1
+            _replace_ark_path(scp_tmp, ark_tmp, ark, scp)
     finally:
         for tmp in (ark_tmp, scp_tmp):
             if tmp.exists():
                 tmp.unlink()
     logging.info(f"Wrote {kind} data of {n} utterances to {scp}")
     return n, scp
+
+
+# share of a text's tokens that may be <unk> in the CTC token list before the dump refuses it: a few characters
+# unseen in training are normal in a dev set (training maps them to <unk> too); more means the wrong token list
+MAX_UNK_SHARE = 0.01
+
+
+def check_unknown(utts: Sequence[Tuple[str, str]], to_ids: Callable[[str, str], List[int]], tokens: List[str],
+                  token_list: Path, token_type: str = "char") -> None:
+    """Refuse a token list that lacks more than MAX_UNK_SHARE of the text's tokens (naming them); warn below.
+
+    With a char token list the missing characters are named, otherwise the utterances with an <unk>.
+    """
+    if "<unk>" not in tokens:
+        return
+    unk = tokens.index("<unk>")
+    known = set(tokens)
+    missing: Dict[str, int] = {}
+    n_tokens = 0
+    for utt, text in utts:
+        ids = to_ids(utt, text)
+        n_tokens += len(ids)
+        if unk in ids:
+            names = [c for c in "".join(text.split()) if c not in known] if token_type == "char" else []
+            for name in names or [utt] * ids.count(unk):
+                missing[name] = missing.get(name, 0) + 1
+    if not missing:
+        return
+    share = sum(missing.values()) / max(1, n_tokens)
+    names = " ".join(sorted(missing, key=lambda c: -missing[c])[:10])
+    if share > MAX_UNK_SHARE:
+        raise DumpError(
+            f"--token_list {token_list}: lacks {len(missing)} tokens of the text ({names} ...; {100 * share:.1f}% "
+            "of its tokens would become <unk>); give the token list the model is trained with"
+        )
+    logging.warning(f"{len(missing)} tokens of the text are not in {token_list} and become <unk> as in "
+                    f"training: {names}")
+
+
+class _disk_errors:
+    """OSError while writing (disk full, permissions) -> one-line DumpError; the previous files are kept."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if kind is not None and issubclass(kind, OSError):
+            raise DumpError(f"--output_dir {self.output_dir}: cannot write ({err.strerror or err}); the previous "
+                            "dump is kept") from None
+        return False
 
 
 def _encoder(branch: PLMTextBranch, kind: str, tokens: List[str], top_k: int, batch_size: int, device: str,

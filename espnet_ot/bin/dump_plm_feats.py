@@ -20,6 +20,7 @@ With --token_list the transcript goes through ESPnet's own text preprocessing, a
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -65,10 +66,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write <output_dir>/<name>.ark and .scp with one (Lt, d_t) matrix per utterance."""
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # SIGTERM / SIGHUP (a killed job, a closed terminal) end the dump like Ctrl-C: its temporary files are removed
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         dump_plm_feats(**vars(args))
     except (DumpError, PLMNotFoundError, ValueError) as e:
         sys.exit(f"dump_plm_feats: error: {' '.join(str(e).split())}")
+    except _Signalled as e:
+        sys.exit(f"dump_plm_feats: stopped by signal {e.signum}; the previous dump (if any) is kept")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Signalled(BaseException):
+    """A termination signal, raised where the dump is so that its cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame) -> None:
+    raise _Signalled(signum)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model), the `plm_feats` and `plm_soft_labels` data keys and the
-`plm_feats` check to espnet2.tasks.asr."""
+"""Adds `cakt_adapter` (postencoder), `espnet_ot` (model), the `plm_feats` and `plm_soft_labels` data keys, the
+`plm_feats` check and the resume guard (espnet_ot.tasks.resume_guard) to espnet2.tasks.asr."""
 
 import sys
 from types import ModuleType
@@ -67,4 +67,9 @@ def register(asr_module: Optional[ModuleType] = None) -> None:
     current = task.build_iter_factory.__func__
     if not getattr(current, "_espnet_ot_wrapped", False):
         task.build_iter_factory = classmethod(_with_plm_feats_check(current))
+    current = task.main_worker.__func__
+    if not getattr(current, "_espnet_ot_wrapped", False):
+        from espnet_ot.tasks.resume_guard import with_resume_guard
+
+        task.main_worker = classmethod(with_resume_guard(current))
     setattr(asr_module, _MARK, True)

@@ -280,3 +280,66 @@ def test_masked_features_are_the_plm_state_of_each_token_masked_one_at_a_time(ti
                 want = branch.model(input_ids=one).last_hidden_state[0, j].numpy()
             np.testing.assert_allclose(masked[utt][j], want, atol=1e-5)
             assert np.abs(masked[utt][j] - plain[utt][j]).max() > 1e-3  # masking changed what the row says
+
+
+def test_bad_dump_arguments_fail_in_one_line_before_the_plm_loads(tiny_plm_dir, tmp_path):
+    text = write_text(tmp_path / "text")
+    base = ["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "out"]
+    assert dump_error([*base, "--batch_size", "0"]).startswith("--batch_size 0")
+    assert dump_error([*base, "--batch_size", "-1"]).startswith("--batch_size -1")
+    assert dump_error([*base, "--name", "sub/feats"]).startswith("--name 'sub/feats'")
+    assert dump_error([*base, "--device", "gpu"]).startswith("--device gpu")
+    if not torch.cuda.is_available():
+        assert dump_error([*base, "--device", "cuda"]).startswith("--device cuda: no CUDA GPU")
+    empty_tokens = tmp_path / "empty_tokens.txt"
+    empty_tokens.write_text("", encoding="utf-8")
+    assert dump_error([*base, "--token_list", empty_tokens]).startswith(f"--token_list {empty_tokens}: empty")
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes("u1 caf\xe9\n".encode("latin-1"))
+    assert dump_error(["--text", latin1, *base[2:]]).startswith(f"--text {latin1}: not UTF-8")
+
+
+def test_empty_or_duplicated_text_keeps_the_previous_dump(tiny_plm_dir, tmp_path):
+    out = tmp_path / "out"
+    dump_plm_feats.main(["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir),
+                         "--output_dir", str(out)])
+    before = (out / "feats.scp").read_text(encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.write_text("", encoding="utf-8")
+    assert "no utterance in it" in dump_error(["--text", empty, "--plm", tiny_plm_dir, "--output_dir", out])
+    dup = tmp_path / "dup"
+    dup.write_text("u1 我们\nu2 你好\nu1 他说\n", encoding="utf-8")
+    assert "u1 is duplicated" in dump_error(["--text", dup, "--plm", tiny_plm_dir, "--output_dir", out])
+    assert (out / "feats.scp").read_text(encoding="utf-8") == before
+
+
+def test_a_token_list_lacking_the_texts_characters_is_refused(tiny_plm_dir, tmp_path):
+    text = write_text(tmp_path / "text")
+    tokens = write_token_list(tmp_path / "tokens.txt", char_token_list("我们是中国人你好"))  # lacks 他说了
+    msg = dump_error(["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "out", "--token_list", tokens])
+    assert msg.startswith(f"--token_list {tokens}: lacks 3 tokens") and "他" in msg and "说" in msg
+    assert not (tmp_path / "out" / "feats.scp").exists()
+
+
+def test_sigterm_during_a_dump_leaves_no_temporary_file_and_keeps_the_previous_dump(tiny_plm_dir, tmp_path):
+    import signal
+    import subprocess
+
+    from helpers import PYTHON, offline_env
+
+    out = tmp_path / "out"
+    dump_plm_feats.main(["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir),
+                         "--output_dir", str(out)])
+    before = (out / "feats.scp").read_text(encoding="utf-8")
+    many = write_text(tmp_path / "many", {f"u{i:05d}": "我们是中国人你好" for i in range(20000)})
+    proc = subprocess.Popen([PYTHON, "-m", "espnet_ot.bin.dump_plm_feats", "--text", str(many), "--plm",
+                             str(tiny_plm_dir), "--output_dir", str(out), "--batch_size", "1"],
+                            stderr=subprocess.PIPE, text=True, env=offline_env())
+    deadline = time.time() + 120
+    while not (out / "feats.ark.tmp").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert (out / "feats.ark.tmp").exists(), "the dump never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "stopped by signal" in err
+    assert not list(out.glob("*.tmp*")) and (out / "feats.scp").read_text(encoding="utf-8") == before

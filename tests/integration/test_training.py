@@ -214,3 +214,11 @@ def test_resume_equals_uninterrupted_run(toy):
     assert moved > 1e-4, "epoch 2 did not change the model"
     for key in ("loss_ot", "loss_align"):
         assert all(math.isfinite(v) for v in _stats(c.stderr, key)) and _stats(c.stderr, key)
+    # a resume with another alignment setting is refused before ESPnet rewrites config.yaml
+    config_before = (resumed / "config.yaml").read_text(encoding="utf-8")
+    d = wait(start_python([*train, "--max_epoch", "3", "--resume", "true", "--output_dir", str(resumed),
+                           "--model_conf", "alignment=gmot"], cwd=root), timeout=1500)
+    assert d.returncode != 0
+    assert "model_conf.alignment " in d.stderr and "train into a new --output_dir" in d.stderr, d.stderr[-2000:]
+    assert (resumed / "config.yaml").read_text(encoding="utf-8") == config_before
+    assert not (resumed / "3epoch.pth").exists()
