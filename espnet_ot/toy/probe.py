@@ -122,3 +122,38 @@ def feature_identity_probe(
                == test_chars[i] for n, i in amb]
     return {"all": float(np.mean(right)), "homophones": float(np.mean(right_h)) if right_h else float("nan"),
             "n": len(known), "n_homophones": len(amb)}
+
+
+@torch.no_grad()
+def plm_rechoice(plm: Union[str, Path], hyps: Dict[str, str], inventory: Sequence[str],
+                 batch_size: int = 256) -> Dict[str, str]:
+    """A decode-time ceiling: each hypothesis character re-chosen by the PLM among its same-syllable characters.
+
+    For every character of every hypothesis that has same-syllable (any tone) candidates in ``inventory``, the
+    character is masked in its hypothesis (the rest as recognised) and replaced by the candidate with the highest
+    masked-LM score. What this fixes bounds what a language model could fix of the homophone and tone errors.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(plm))
+    model = AutoModelForMaskedLM.from_pretrained(str(plm)).eval()
+    vocab = tok.get_vocab()
+    cands = _candidates([c for c in inventory if c in vocab], same_tone=False)
+    items = [(u, i, cands[c]) for u, h in sorted(hyps.items()) for i, c in enumerate(h)
+             if c in cands and len(cands[c]) > 1]
+    out = {u: list(h) for u, h in hyps.items()}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        ids = [[tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in hyps[u]] + [tok.sep_token_id]
+               for u, _, _ in chunk]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), tok.pad_token_id)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for k, (x, (_, i, _)) in enumerate(zip(ids, chunk)):
+            input_ids[k, : len(x)] = torch.tensor(x)
+            attention[k, : len(x)] = 1
+            input_ids[k, i + 1] = tok.mask_token_id
+        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        for k, (u, i, cand) in enumerate(chunk):
+            out[u][i] = cand[int(logits[k, i + 1, [vocab[c] for c in cand]].argmax())]
+    return {u: "".join(h) for u, h in out.items()}

@@ -384,3 +384,18 @@ def test_report_finished_skips_unfinished_seeds_and_needs_a_baseline(tmp_path, c
     summary = study.report_finished([1, 2], ["baseline", "tot_cakt"])
     assert summary["baseline"]["seeds"] == [1, 2] and summary["tot_cakt"]["seeds"] == [1]
     assert "tot_cakt: seeds [2] not finished" in capsys.readouterr().out
+
+
+def test_plm_rechoice_replaces_each_ambiguous_character_by_the_lms_candidate(tmp_path, monkeypatch):
+    """Stub LM favouring 她 and 门 at [MASK]: 他们在上 -> 她门在上; 在/上 have no same-syllable candidate and stay."""
+    import transformers
+
+    tok_dir = make_tiny_bert(tmp_path / "tok", chars="他她们门在上")
+    vocab = transformers.AutoTokenizer.from_pretrained(str(tok_dir)).get_vocab()
+    stub = _StubMaskedLM(vocab, vocab["[MASK]"], "她门")
+    monkeypatch.setattr(transformers.AutoModelForMaskedLM, "from_pretrained", lambda *args, **kwargs: stub)
+    out = probe.plm_rechoice(tok_dir, {"a": "他们在上", "b": "在上"}, list("他她们门在上"), batch_size=1)
+    assert out == {"a": "她门在上", "b": "在上"}
+    rows = [row for batch in stub.inputs for row in batch.tolist()]
+    assert len(rows) == 2  # one masked pass per ambiguous character of the hypotheses
+    assert rows[1][:6] == [vocab[c] for c in ("[CLS]", "他", "[MASK]", "在", "上", "[SEP]")]  # the rest as recognised
