@@ -95,6 +95,7 @@ def run_logged(
             _LIVE[proc.pid] = proc
         for line in proc.stdout:
             f.write(line)
+            f.flush()  # `tail -f` of the log follows the job line by line
             if echo is not None and echo(line):
                 text = format_trainer_line(line)
                 console.raw(f"[{tag}] {text[:400]}{' ...' if len(text) > 400 else ''}")

@@ -304,9 +304,11 @@ def _train(model, train_ids: Sequence[torch.Tensor], vocab_size: int, steps: Opt
         step += 1
         bar.update()
         if step % every == 0 or step == total:
+            elapsed = time.time() - t1
+            left = elapsed / max(1, step - bar.start_done) * (total - step)
             log(
                 f"pretrain_toy_plm: step {step}/{total} loss {running:.3f} "
-                f"({seen[0] / len(train_ids):.2f} epochs) [{time.time() - t1:.0f}s]"
+                f"({seen[0] / len(train_ids):.2f} epochs) [{elapsed:.0f}s, about {left:.0f}s left]"
             )
     bar.close()
     return total
