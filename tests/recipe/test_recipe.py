@@ -158,6 +158,15 @@ def test_paper_ot_configs():
     assert edges == {"temporal", "feature", "mix"}
 
 
+def test_recipe_gm_ot_default_uses_the_papers_edges():
+    """conf/train_asr_gm_ot.yaml (the recipe's GM-OT) carries the edges docs/method.md names as GM-OT's definition."""
+    papers = re.findall(r"^- `(\w+)` \(GM-OT's definition", (REPO / "docs" / "method.md").read_text(), re.M)
+    assert len(papers) == 1, papers
+    default = load(PAPER_CONF / "train_asr_gm_ot.yaml")["model_conf"]["alignment_conf"]
+    assert default["edges"] == papers[0] == "feature"
+    assert load(TOY_CONF / "gm_ot.yaml")["model_conf"]["alignment_conf"]["edges"] == papers[0]
+
+
 def test_ot_config_options_are_accepted_by_the_ot_core():
     import espnet_ot.ot as ot_core
 
