@@ -406,12 +406,15 @@ def test_local_data_sh_on_aishell_layout(espnet_root, request, tmp_path):
 
 
 FAKE_DUMPER = """#!/usr/bin/env bash
-# stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text
+# stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text (--plm fail/plm fails)
 set -e
 while [ $# -gt 0 ]; do
-  case "$1" in --text) text=$2; shift 2;; --output_dir) out=$2; shift 2;; --name) name=$2; shift 2;; *) shift;; esac
+  case "$1" in --text) text=$2; shift 2;; --output_dir) out=$2; shift 2;; --name) name=$2; shift 2;;
+               --plm) plm=$2; shift 2;; *) shift;; esac
 done
 mkdir -p "$out"; echo run >> "$out/../calls"
+[ "$plm" != fail/plm ] || { echo "fake dumper: failed" >&2; exit 1; }
+awk '{ printf "%s ", $1 }' "$text" > "$out/$name.ark"
 awk -v ark="$out/$name.ark" '{ print $1, ark ":" NR }' "$text" > "$out/$name.scp"
 """
 
@@ -447,6 +450,50 @@ def test_plm_dump_stage_dedupes_and_reuses(espnet_root, tmp_path):
     cmd[cmd.index("some/plm")] = "other/plm"
     subprocess.run(cmd, cwd=recipe, env=env, check=True, capture_output=True, timeout=60)
     assert (out / "train_sp" / "feats.scp").is_file()
+
+
+def _dump_state(out: Path) -> dict:
+    """feats.scp of each set and .done; every ark they name exists."""
+    state = {p.parent.name: p.read_text() for p in out.glob("*/feats.scp")}
+    for text in state.values():
+        for line in text.splitlines():
+            assert Path(line.split()[1].rsplit(":", 1)[0]).is_file(), line
+    state[".done"] = (out / ".done").read_text()
+    return state
+
+
+def test_plm_dump_stage_keeps_the_previous_dump_when_a_rerun_fails(espnet_root, tmp_path):
+    """A failed re-run of local/dump_plm_feats.sh (other texts or options) leaves the previous dump as it was."""
+    recipe = copy_recipe(tmp_path / "repo")
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_DUMPER)
+    fake.chmod(0o755)
+    for name, lines in {"train_sp": ["T1 我们", "T2 你们"], "dev": ["D1 你好"]}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "text").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "plm"
+
+    def dump(plm, nj="2"):
+        return subprocess.run(["local/dump_plm_feats.sh", "--python", str(fake), "--nj", nj, "--plm", plm, str(out),
+                               str(tmp_path / "train_sp"), str(tmp_path / "dev")],
+                              cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+
+    assert dump("some/plm").returncode == 0
+    before = _dump_state(out)
+    assert sorted(before) == [".done", "dev", "train_sp"]
+    res = dump("fail/plm")
+    assert res.returncode == 1 and "PLM dump failed" in res.stderr, res.stdout + res.stderr
+    assert _dump_state(out) == before
+    assert len(list(out.glob("data*"))) == 1 and not list(out.glob("*/feats.scp.new"))  # nothing of the failed run
+    res = dump("some/plm")
+    assert res.returncode == 0 and "Reusing" in res.stdout and _dump_state(out) == before
+    # a complete new dump replaces the previous one, arks included
+    assert dump("other/plm", nj="1").returncode == 0
+    after = _dump_state(out)
+    assert after[".done"] != before[".done"] and after["dev"] != before["dev"]
+    assert len(list(out.glob("data*"))) == 1
 
 
 S2T_CHECK = textwrap.dedent(
