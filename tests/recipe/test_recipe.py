@@ -405,6 +405,58 @@ def test_local_data_sh_on_aishell_layout(espnet_root, request, tmp_path):
         assert abs(int(samples[f"sp0.9-{utt}"]) - n / 0.9) <= 2 and abs(int(samples[f"sp1.1-{utt}"]) - n / 1.1) <= 2
 
 
+FAKE_WGET = """#!/usr/bin/env bash
+# stands in for wget without a network: records its arguments, writes $FAKE_WGET_BYTES bytes to -O FILE, exits 4
+echo "$@" >> "$FAKE_WGET_LOG"
+while [ $# -gt 0 ]; do case "$1" in -O) out=$2; shift 2;; *) shift;; esac; done
+head -c "${FAKE_WGET_BYTES:-0}" /dev/zero >> "$out"
+exit 4
+"""
+
+
+def test_local_data_sh_never_downloads_into_a_missing_directory(espnet_root, tmp_path):
+    """A corpus directory that does not exist is named with the remedy; a failed download leaves no archive that a
+    rerun would take as complete."""
+    recipe = copy_recipe(tmp_path / "repo")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wget").write_text(FAKE_WGET)
+    (bin_dir / "wget").chmod(0o755)
+    calls = tmp_path / "wget.calls"
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root), "FAKE_WGET_LOG": str(calls)})
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+
+    def data_sh(corpus, **extra):
+        res = subprocess.run(["local/data.sh", "--aishell", str(corpus)], cwd=recipe, env={**env, **extra},
+                             capture_output=True, text=True, timeout=120)
+        errors = [line.split(") ", 1)[-1] for line in (res.stdout + res.stderr).splitlines() if "Error" in line]
+        return res.returncode, errors
+
+    point = ('point --aishell (run.sh: --local_data_opts "--aishell DIR"; or AISHELL in db.sh) at the directory '
+             "that holds data_aishell/")
+    missing = tmp_path / "no" / "aishell"
+    assert data_sh(missing) == (1, [
+        f"Error: no AISHELL-1 corpus at {missing}: that directory does not exist. Remedy: {point}; or, to download "
+        f"AISHELL-1 (15.6 GB) into it, create it first (mkdir -p {missing})"])
+    assert not calls.exists() and not (tmp_path / "no").exists()
+
+    empty = tmp_path / "empty"  # exists: the download starts there, and fails (no network)
+    empty.mkdir()
+    url = "https://www.openslr.org/resources/33/data_aishell.tgz"
+    assert data_sh(empty) == (1, [
+        f"Error: downloading {url} failed (wget exit 4); nothing was kept. Remedy: {point}, or check the network "
+        "(or give a mirror with --data_url) and rerun"])
+    assert calls.read_text().count(url) == 1 and sorted(p.name for p in empty.iterdir()) == []
+    code, errors = data_sh(empty, FAKE_WGET_BYTES="1000")  # cut off after 1000 bytes: kept to be continued
+    assert code == 1 and errors[0].startswith(f"Error: downloading {url} failed (wget exit 4); the partial "
+                                              f"download {empty / 'data_aishell.tgz.part'} (1000 bytes) is kept")
+    assert sorted(p.name for p in empty.iterdir()) == ["data_aishell.tgz.part"]
+    code, _ = data_sh(empty, FAKE_WGET_BYTES="1000")
+    assert code == 1 and (empty / "data_aishell.tgz.part").stat().st_size == 2000  # continued, still not complete
+    assert "--continue" in calls.read_text().splitlines()[-1] and not (empty / "data_aishell.tgz").exists()
+
+
 FAKE_DUMPER = """#!/usr/bin/env bash
 # stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text (--plm fail/plm fails)
 set -e
