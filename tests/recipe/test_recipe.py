@@ -455,6 +455,15 @@ def test_local_data_sh_never_downloads_into_a_missing_directory(espnet_root, tmp
     code, _ = data_sh(empty, FAKE_WGET_BYTES="1000")
     assert code == 1 and (empty / "data_aishell.tgz.part").stat().st_size == 2000  # continued, still not complete
     assert "--continue" in calls.read_text().splitlines()[-1] and not (empty / "data_aishell.tgz").exists()
+    # an archive of the full size put there by hand is used without a download (this one is not a real archive)
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    with open(by_hand / "data_aishell.tgz", "wb") as f:
+        f.truncate(15582913665)  # sparse
+    n_calls = len(calls.read_text().splitlines())
+    code, _ = data_sh(by_hand)
+    assert code != 0 and len(calls.read_text().splitlines()) == n_calls
+    assert (by_hand / ".data_aishell.tgz.complete").is_file()
 
 
 FAKE_DUMPER = """#!/usr/bin/env bash
