@@ -69,29 +69,66 @@ def load_audio_entry(value: str) -> Tuple[np.ndarray, int]:
     return x, rate
 
 
-def load_utterances(
-    expected_fs: int, wav: Optional[Path] = None, text: Optional[str] = None, utt_id: Optional[str] = None,
+def audio_file(value: str) -> Optional[str]:
+    """The file that one wav.scp value reads (a path, or the ark of `file.ark:offset`); None for `cmd |`."""
+    value = value.strip()
+    if value.endswith("|"):
+        return None
+    if ".ark:" in value:
+        return value.rsplit(":", 1)[0]
+    return value
+
+
+def utterance_items(
+    wav: Optional[Path] = None, text: Optional[str] = None, utt_id: Optional[str] = None,
     data_dir: Optional[Path] = None, utt_ids: Optional[Sequence[str]] = None, num_utts: int = 3,
-) -> List[Utterance]:
-    """One utterance (wav + text) or those of a Kaldi data dir (utt_ids, or the first num_utts)."""
+) -> List[Tuple[str, str, str]]:
+    """(id, wav.scp value, transcript) of the utterances to plot: one (wav + text) or those of a Kaldi data dir
+    (utt_ids, or the first num_utts). Everything is checked here, before any model loads: the audio files exist
+    and are audio (a `cmd |` entry is only run later)."""
     if (wav is None) == (data_dir is None):
         raise ValueError("give either --wav (with --text) or --data_dir (with --utt_ids or --num_utts)")
-    items: List[Tuple[str, str, str]] = []
     if wav is not None:
         if text is None:
             raise ValueError("--wav needs its transcript: add --text '...'")
-        items.append((utt_id or Path(wav).stem, str(wav), text))
-    else:
-        data_dir = Path(data_dir)
-        for name in ("wav.scp", "text"):
-            if not (data_dir / name).is_file():
-                raise FileNotFoundError(f"--data_dir {data_dir} has no {name}")
-        wavs, texts = read_kaldi_text(data_dir / "wav.scp"), read_kaldi_text(data_dir / "text")
-        ids = list(utt_ids or [u for u in sorted(texts) if u in wavs][:num_utts])
-        missing = [u for u in ids if u not in wavs or u not in texts]
-        if missing:
-            raise ValueError(f"--utt_ids {missing} are not in {data_dir}/wav.scp and text")
-        items = [(u, wavs[u], texts[u]) for u in ids]
+        if not Path(wav).is_file():
+            raise FileNotFoundError(f"--wav {wav} {'is a directory' if Path(wav).is_dir() else 'does not exist'}")
+        _check_audio(str(wav), f"--wav {wav}")
+        return [(utt_id or Path(wav).stem, str(wav), text)]
+    data_dir = Path(data_dir)
+    for name in ("wav.scp", "text"):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"--data_dir {data_dir} has no {name}")
+    if not utt_ids and num_utts < 1:
+        raise ValueError(f"--num_utts must be >= 1, got {num_utts} (or name the utterances with --utt_ids)")
+    wavs, texts = read_kaldi_text(data_dir / "wav.scp"), read_kaldi_text(data_dir / "text")
+    ids = list(utt_ids or [u for u in sorted(texts) if u in wavs][:num_utts])
+    if not ids:
+        raise ValueError(f"--data_dir {data_dir}: no utterance is in both wav.scp and text")
+    missing = [u for u in ids if u not in wavs or u not in texts]
+    if missing:
+        raise ValueError(f"--utt_ids {missing} are not in {data_dir}/wav.scp and text")
+    for u in ids:
+        path = audio_file(wavs[u])
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--data_dir {data_dir}: wav.scp names {path} for {u}, which does not exist")
+            if ".ark:" not in wavs[u]:
+                _check_audio(path, f"--data_dir {data_dir}: {u}'s audio {path}")
+    return [(u, wavs[u], texts[u]) for u in ids]
+
+
+def _check_audio(path: str, what: str) -> None:
+    import soundfile
+
+    try:
+        soundfile.info(path)
+    except Exception as e:  # soundfile's LibsndfileError / RuntimeError: not a format it reads
+        raise ValueError(f"{what} is not a readable audio file ({' '.join(str(e).split())})") from None
+
+
+def read_audio(expected_fs: int, items: Sequence[Tuple[str, str, str]]) -> List[Utterance]:
+    """Waveforms of :func:`utterance_items`' entries; another rate than the model's is an error."""
     utts = []
     for uid, entry, transcript in items:
         x, rate = load_audio_entry(entry)
@@ -101,6 +138,22 @@ def load_utterances(
             )
         utts.append(Utterance(uid, x, transcript))
     return utts
+
+
+def check_outputs(output: Optional[Path], output_dir: Optional[Path]) -> None:
+    """--output must name a .png file (not a directory: matplotlib would write DIR.png), --output_dir a directory."""
+    if (output is None) == (output_dir is None):
+        raise ValueError("give --output FILE.png (one utterance) or --output_dir DIR")
+    if output is not None:
+        if Path(output).is_dir():
+            raise ValueError(
+                f"--output {output} is a directory: give a file name such as {Path(output) / 'UTT.png'}, "
+                f"or --output_dir {output} (one <utt_id>.png per utterance)"
+            )
+        if Path(output).suffix.lower() != ".png":
+            raise ValueError(f"--output {output}: give a file name ending in .png (the picture is a PNG)")
+    elif Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a directory: give a directory")
 
 
 # ----------------------------------------------------------------------------------------- model side
@@ -307,7 +360,7 @@ def plot_couplings(
     plm: Optional[str] = None, plm_feats: Optional[Path] = None, eps: Optional[float] = None, device: str = "cpu",
     dpi: int = 120, **utterances,
 ) -> List[Path]:
-    """Write one PNG per utterance (``utterances``: the keyword arguments of :func:`load_utterances` but the rate).
+    """Write one PNG per utterance (``utterances``: the keyword arguments of :func:`utterance_items`).
 
     Each panel is one (model, method) of :func:`plan_panels`; Z_L comes from ``plm_feats`` (a feats.scp of
     ``python -m espnet_ot.bin.dump_plm_feats``) when given, else from the PLM (``plm``, default the model's).
@@ -320,21 +373,24 @@ def plot_couplings(
         )
     if labels is not None and len(labels) != len(asr_train_config):
         raise ValueError("--labels: give one label per model")
-    if (output is None) == (output_dir is None):
-        raise ValueError("give --output FILE.png (one utterance) or --output_dir DIR")
+    # everything that can be checked without the models first (loading them takes a while)
+    check_outputs(output, output_dir)
+    items = utterance_items(**utterances)
+    if output is not None and len(items) != 1:
+        raise ValueError(f"--output takes one utterance, got {len(items)}: use --output_dir")
+    feats = None
+    if plm_feats is not None:
+        import kaldiio
+
+        if not Path(plm_feats).is_file():
+            raise FileNotFoundError(f"--plm_feats {plm_feats} does not exist")
+        feats = kaldiio.load_scp(str(plm_feats))
     models = [
         LoadedModel(Path(c), Path(m), device, plm, lab)
         for c, m, lab in zip(asr_train_config, asr_model_file, labels or [None] * len(asr_train_config))
     ]
     plan = plan_panels(models, methods)
-    utts = load_utterances(models[0].fs, **utterances)
-    if output is not None and len(utts) != 1:
-        raise ValueError(f"--output takes one utterance, got {len(utts)}: use --output_dir")
-    feats = None
-    if plm_feats is not None:
-        import kaldiio
-
-        feats = kaldiio.load_scp(str(plm_feats))
+    utts = read_audio(models[0].fs, items)
     written = []
     for utt in utts:
         panels = []

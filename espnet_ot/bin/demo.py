@@ -45,6 +45,8 @@ def plot_couplings(study: Study, runs, num: int, console: Console) -> str:
     """OT | TOT | GM-OT couplings of the trained models on the first dev utterances (plot_coupling CLI)."""
     x = study.x
     out = x.out / "coupling"
+    if num < 1:
+        return "no coupling pictures (--num_plots 0)"
     cmd: List = [sys.executable, "-m", "espnet_ot.bin.plot_coupling",
                  "--asr_train_config", *[x.run_dir(r) / "config.yaml" for r in runs],
                  "--asr_model_file", *[x.model_file(r) for r in runs],

@@ -25,7 +25,8 @@ def _with_data_names(original, keys: Tuple[str, ...]):
 
 
 def _with_plm_feats_check(original):
-    """Wrap ASRTask.build_iter_factory: data sets with `plm_feats` are checked before training starts."""
+    """Wrap ASRTask.build_iter_factory: data sets with `plm_feats` (the keys of plm_data.CHECKED_KEYS) are checked
+    before training starts."""
 
     def build_iter_factory(cls, *args, **kwargs):
         factory = original(cls, *args, **kwargs)

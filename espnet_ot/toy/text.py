@@ -146,14 +146,18 @@ def read_aishell_split_sentences(corpus_dir: Union[str, Path]) -> Dict[str, List
 
     corpus_dir is the directory holding `data_aishell/` (or `data_aishell` itself).
     """
-    root = Path(corpus_dir)
-    if (root / "data_aishell").is_dir():
-        root = root / "data_aishell"
-    transcript = root.parent / TRANSCRIPT_REL
-    if not transcript.is_file():
+    given = Path(corpus_dir)
+    root = given
+    if not (root / TRANSCRIPT_REL).is_file() and root.name == "data_aishell":
+        root = root.parent
+    if not (root / TRANSCRIPT_REL).is_file():
+        what = "does not exist" if not given.exists() else f"has no {TRANSCRIPT_REL.as_posix()}"
         raise FileNotFoundError(
-            f"corpus: {transcript} not found; pass the directory made by `python -m espnet_ot.bin.make_toy_corpus`"
+            f"--corpus {given}: {what}; pass the directory made by `python -m espnet_ot.bin.make_toy_corpus --out DIR`"
+            " (the one holding data_aishell/)"
         )
+    transcript = root / TRANSCRIPT_REL
+    root = root / "data_aishell"
     texts = read_transcripts(transcript)
     out: Dict[str, List[str]] = {}
     for split in SPLITS:

@@ -78,3 +78,103 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
     l_ot = ref_transport(h.double().numpy(), zn.double().numpy(), gamma, method_of(case), CONFS[case])
     assert l_ot == pytest.approx(float(stats["loss_ot"]), rel=1e-4)
     assert panel.tokens == (tok if include_special else tok[1:-1])
+
+
+# ------------------------------------------------------------------ bad arguments: one line, before any model loads
+
+
+@pytest.fixture
+def stub_models(monkeypatch):
+    """LoadedModel and compute_panel replaced by stubs (no model files needed); returns the models built."""
+    from espnet_ot.asr import coupling_plot
+
+    built = []
+
+    class StubModel:
+        alignment, fs, label = "tot", 16000, "stub"
+
+        def __init__(self, *args):
+            built.append(args)
+
+        def z_l(self, utt):
+            return torch.zeros(3, 4), ["[CLS]", "好", "[SEP]"]
+
+    def panel(lm, utt, method, z, tokens, eps):
+        return coupling_plot.Panel(method, np.full((5, 3), 1 / 15), tokens, 0.2, None)
+
+    monkeypatch.setattr(coupling_plot, "LoadedModel", StubModel)
+    monkeypatch.setattr(coupling_plot, "compute_panel", panel)
+    return built
+
+
+def _wav(path):
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.zeros(1600, dtype=np.float32), 16000)
+    return path
+
+
+def _plot(args, capsys):
+    """(exit code, stderr lines, stdout) of plot_coupling with a stub model."""
+    from espnet_ot.bin import plot_coupling
+
+    code = 0
+    try:
+        plot_coupling.main(["--asr_train_config", "c.yaml", "--asr_model_file", "m.pth", *map(str, args)])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.err.strip().splitlines(), out.out
+
+
+def test_plot_coupling_num_utts_must_be_positive(stub_models, tmp_path, capsys):
+    data = tmp_path / "data"
+    _wav(tmp_path / "a.wav")
+    _wav(tmp_path / "b.wav")
+    data.mkdir()
+    (data / "wav.scp").write_text(f"u1 {tmp_path / 'a.wav'}\nu2 {tmp_path / 'b.wav'}\n")
+    (data / "text").write_text("u1 好\nu2 好\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, err, _ = _plot(["--data_dir", data, "--num_utts", "0", "--output_dir", out], capsys)
+    assert (code, err) == (1, ["plot_coupling: error: --num_utts must be >= 1, got 0 (or name the utterances "
+                               "with --utt_ids)"])
+    assert stub_models == [] and not out.exists()
+    code, err, stdout = _plot(["--data_dir", data, "--num_utts", "1", "--output_dir", out], capsys)
+    assert code == 0 and stdout == f"plot_coupling: wrote {out / 'u1.png'}\n" and sorted(out.iterdir()) == [out / "u1.png"]
+
+
+def test_plot_coupling_output_must_name_a_png_file(stub_models, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav")
+    target = tmp_path / "pictures"
+    target.mkdir()
+    code, err, stdout = _plot(["--wav", wav, "--text", "好", "--output", target], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --output {target} is a directory: give a file name such as "
+                               f"{target / 'UTT.png'}, or --output_dir {target} (one <utt_id>.png per utterance)"])
+    assert stdout == "" and not (tmp_path / "pictures.png").exists() and stub_models == []
+    code, err, _ = _plot(["--wav", wav, "--text", "好", "--output", tmp_path / "picture"], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --output {tmp_path / 'picture'}: give a file name ending in "
+                               ".png (the picture is a PNG)"])
+    code, err, _ = _plot(["--wav", wav, "--text", "好", "--output_dir", wav], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --output_dir {wav} is a file, not a directory: give a "
+                               "directory"])
+    assert not (tmp_path / "picture.png").exists() and stub_models == []
+
+
+def test_plot_coupling_checks_the_audio_before_loading_a_model(stub_models, tmp_path, capsys):
+    missing = tmp_path / "missing.wav"
+    code, err, _ = _plot(["--wav", missing, "--text", "好", "--output", tmp_path / "x.png"], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --wav {missing} does not exist"])
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio")
+    code, err, _ = _plot(["--wav", not_audio, "--text", "好", "--output", tmp_path / "x.png"], capsys)
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"plot_coupling: error: --wav {not_audio} is not a readable audio file ("), err
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"u1 {missing}\n")
+    (data / "text").write_text("u1 好\n", encoding="utf-8")
+    code, err, _ = _plot(["--data_dir", data, "--output_dir", tmp_path / "out"], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --data_dir {data}: wav.scp names {missing} for u1, which "
+                               "does not exist"])
+    assert stub_models == [] and not (tmp_path / "out").exists()

@@ -219,13 +219,112 @@ def test_dataset_check_names_missing_utterance_and_non_finite_features(tmp_path)
         ds["u3"]
 
 
-def test_asr_train_stops_before_training_on_an_incomplete_scp(tiny_plm_dir, tmp_path):
+def _arks_dataset(tmp_path, key="plm_feats"):
+    """speech + `key` (three 12 x 192 float32 matrices in one ark) for u1, u2, u3; returns (dataset, scp, ark)."""
+    from espnet2.train.dataset import ESPnetDataset
+
+    tmp_path.mkdir(exist_ok=True)
+    speech = _feats_scp(tmp_path, {u: np.zeros((10, 2), dtype=np.float32) for u in TEXTS}, "speech")
+    scp = _feats_scp(tmp_path, {u: np.ones((12, 192), dtype=np.float32) for u in TEXTS}, key)
+    ds = ESPnetDataset([(str(speech), "speech", "kaldi_ark"), (str(scp), key, "kaldi_ark")])
+    return ds, scp, tmp_path / f"{key}.ark"
+
+
+def _offsets(scp):
+    return {line.split()[0]: int(line.rsplit(":", 1)[1]) for line in scp.read_text().splitlines()}
+
+
+def _truncate(path, size):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def _ark_error(ds, mode="train"):
+    from espnet_ot.asr.plm_data import check_plm_feats
+
+    with pytest.raises(ValueError) as err:
+        check_plm_feats(ds, mode)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.endswith(REMEDY), msg
+    return msg
+
+
+REMEDY = "; re-run the PLM-feature stage (python -m espnet_ot.bin.dump_plm_feats) for this data set"
+
+
+def test_dataset_check_names_missing_and_truncated_arks(tmp_path):
+    """Before the first batch: an ark the scp names is missing, cut before an offset, or cut inside its last matrix."""
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    ds, scp, ark = _arks_dataset(tmp_path / "missing")
+    ark.rename(ark.with_name("elsewhere.ark"))
+    field = f"--train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark"
+    assert _ark_error(ds) == (
+        f"{field}: utterance u1 points to {ark}, which does not exist (3 utterances point to 1 missing ark file(s))"
+        + REMEDY
+    )
+
+    ds, scp, ark = _arks_dataset(tmp_path / "short")
+    off = _offsets(scp)
+    _truncate(ark, off["u3"] - 10)  # u3's matrix and its key gone: its offset lies beyond the end
+    assert _ark_error(ds, "valid") == (
+        f"--valid_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: utterance u3 points to {ark}:{off['u3']}, "
+        f"beyond the end of that file ({off['u3'] - 10} bytes: truncated?)" + REMEDY
+    )
+
+    ds, scp, ark = _arks_dataset(tmp_path / "cut")
+    off = _offsets(scp)
+    _truncate(ark, ark.stat().st_size - 300)  # the last matrix cut short: its offset still lies inside the file
+    msg = _ark_error(ds)
+    assert msg.startswith(f"--train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: utterance u3: "
+                          f"cannot read its matrix at {ark}:{off['u3']} (ValueError: cannot reshape"), msg
+    assert msg.endswith("): the file is truncated or damaged" + REMEDY)
+
+
+def test_dataset_names_the_utterance_and_ark_of_a_matrix_that_cannot_be_read(tmp_path):
+    """An ark damaged after the check (or a bad matrix before the last): the batch's error names utterance and ark."""
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    from espnet_ot.asr.plm_data import check_plm_feats
+
+    ds, scp, ark = _arks_dataset(tmp_path)
+    check_plm_feats(ds, "train")
+    off = _offsets(scp)
+    _truncate(ark, off["u3"] - 300)  # inside u2's matrix
+    assert ds["u1"][1]["plm_feats"].shape == (12, 192)
+    with pytest.raises(ValueError) as err:
+        ds["u2"]
+    msg = str(err.value)
+    assert msg.startswith(f"{scp}: utterance u2: cannot read its plm_feats matrix at {ark}:{off['u2']} ("), msg
+    assert msg.endswith("): the ark is truncated or damaged" + REMEDY) and "\n" not in msg
+
+
+def test_dataset_checks_are_generic_over_the_data_key(tmp_path, monkeypatch):
+    """A second kaldi_ark key in CHECKED_KEYS (e.g. plm_soft_labels) goes through the same checks."""
+    pytest.importorskip("espnet2", reason="needs ESPnet")
+    from espnet_ot.asr import plm_data
+
+    monkeypatch.setattr(plm_data, "CHECKED_KEYS", plm_data.CHECKED_KEYS + ("plm_soft_labels",))
+    ds, scp, ark = _arks_dataset(tmp_path, "plm_soft_labels")
+    ark.unlink()
+    assert _ark_error(ds).startswith(
+        f"--train_data_path_and_name_and_type {scp},plm_soft_labels,kaldi_ark: utterance u1 points to {ark}, "
+        "which does not exist"
+    )
+
+
+@pytest.mark.parametrize("damage", ["incomplete_scp", "missing_ark", "truncated_ark"])
+def test_asr_train_stops_before_training_on_a_bad_scp(damage, tiny_plm_dir, tmp_path):
     """ESPnet's own entry point: the check runs when the iterator is built, before the first batch."""
     pytest.importorskip("espnet2", reason="needs ESPnet")
     texts = {"spk0_a": "我们", "spk0_b": "你好", "spk1_c": "他说"}
     data = write_data_dir(tmp_path / "data", texts)
     tokens = write_token_list(tmp_path / "tokens.txt", char_token_list())
-    scp = _feats_scp(tmp_path, {u: np.ones((4, 32), dtype=np.float32) for u in ("spk0_a", "spk1_c")})
+    have = ("spk0_a", "spk1_c") if damage == "incomplete_scp" else sorted(texts)
+    scp = _feats_scp(tmp_path, {u: np.ones((4, 32), dtype=np.float32) for u in have})
+    ark = tmp_path / "f.ark"
+    if damage == "missing_ark":
+        ark.unlink()
+    elif damage == "truncated_ark":
+        _truncate(ark, ark.stat().st_size - 300)
     (tmp_path / "speech_shape").write_text("".join(f"{u} 9600\n" for u in texts))
     (tmp_path / "text_shape").write_text("".join(f"{u} 2,{len(char_token_list())}\n" for u in texts))
     conf = tmp_path / "conf.yaml"
@@ -250,11 +349,14 @@ def test_asr_train_stops_before_training_on_an_incomplete_scp(tiny_plm_dir, tmp_
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == (
-        f"ValueError: --train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: no entry for utterance "
-        f"spk0_b of {data}/wav.scp; re-run the PLM-feature stage (python -m espnet_ot.bin.dump_plm_feats) for "
-        "this data set"
-    ), proc.stderr[-3000:]
+    field = f"ValueError: --train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: "
+    expected = {
+        "incomplete_scp": f"no entry for utterance spk0_b of {data}/wav.scp",
+        "missing_ark": f"utterance spk0_a points to {ark}, which does not exist (3 utterances point to 1 missing "
+                       "ark file(s))",
+        "truncated_ark": f"utterance spk1_c: cannot read its matrix at {ark}:{_offsets(scp)['spk1_c']} (",
+    }[damage]
+    assert last.startswith(field + expected) and last.endswith(REMEDY), proc.stderr[-3000:]
     assert "KeyError" not in proc.stderr and not (tmp_path / "exp" / "1epoch.pth").exists()
 
 

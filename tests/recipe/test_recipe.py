@@ -158,6 +158,15 @@ def test_paper_ot_configs():
     assert edges == {"temporal", "feature", "mix"}
 
 
+def test_recipe_gm_ot_default_uses_the_papers_edges():
+    """conf/train_asr_gm_ot.yaml (the recipe's GM-OT) carries the edges docs/method.md names as GM-OT's definition."""
+    papers = re.findall(r"^- `(\w+)` \(GM-OT's definition", (REPO / "docs" / "method.md").read_text(), re.M)
+    assert len(papers) == 1, papers
+    default = load(PAPER_CONF / "train_asr_gm_ot.yaml")["model_conf"]["alignment_conf"]
+    assert default["edges"] == papers[0] == "feature"
+    assert load(TOY_CONF / "gm_ot.yaml")["model_conf"]["alignment_conf"]["edges"] == papers[0]
+
+
 def test_ot_config_options_are_accepted_by_the_ot_core():
     import espnet_ot.ot as ot_core
 
@@ -396,13 +405,77 @@ def test_local_data_sh_on_aishell_layout(espnet_root, request, tmp_path):
         assert abs(int(samples[f"sp0.9-{utt}"]) - n / 0.9) <= 2 and abs(int(samples[f"sp1.1-{utt}"]) - n / 1.1) <= 2
 
 
+FAKE_WGET = """#!/usr/bin/env bash
+# stands in for wget without a network: records its arguments, writes $FAKE_WGET_BYTES bytes to -O FILE, exits 4
+echo "$@" >> "$FAKE_WGET_LOG"
+while [ $# -gt 0 ]; do case "$1" in -O) out=$2; shift 2;; *) shift;; esac; done
+head -c "${FAKE_WGET_BYTES:-0}" /dev/zero >> "$out"
+exit 4
+"""
+
+
+def test_local_data_sh_never_downloads_into_a_missing_directory(espnet_root, tmp_path):
+    """A corpus directory that does not exist is named with the remedy; a failed download leaves no archive that a
+    rerun would take as complete."""
+    recipe = copy_recipe(tmp_path / "repo")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wget").write_text(FAKE_WGET)
+    (bin_dir / "wget").chmod(0o755)
+    calls = tmp_path / "wget.calls"
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root), "FAKE_WGET_LOG": str(calls)})
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+
+    def data_sh(corpus, **extra):
+        res = subprocess.run(["local/data.sh", "--aishell", str(corpus)], cwd=recipe, env={**env, **extra},
+                             capture_output=True, text=True, timeout=120)
+        errors = [line.split(") ", 1)[-1] for line in (res.stdout + res.stderr).splitlines() if "Error" in line]
+        return res.returncode, errors
+
+    point = ('point --aishell (run.sh: --local_data_opts "--aishell DIR"; or AISHELL in db.sh) at the directory '
+             "that holds data_aishell/")
+    missing = tmp_path / "no" / "aishell"
+    assert data_sh(missing) == (1, [
+        f"Error: no AISHELL-1 corpus at {missing}: that directory does not exist. Remedy: {point}; or, to download "
+        f"AISHELL-1 (15.6 GB) into it, create it first (mkdir -p {missing})"])
+    assert not calls.exists() and not (tmp_path / "no").exists()
+
+    empty = tmp_path / "empty"  # exists: the download starts there, and fails (no network)
+    empty.mkdir()
+    url = "https://www.openslr.org/resources/33/data_aishell.tgz"
+    assert data_sh(empty) == (1, [
+        f"Error: downloading {url} failed (wget exit 4); nothing was kept. Remedy: {point}, or check the network "
+        "(or give a mirror with --data_url) and rerun"])
+    assert calls.read_text().count(url) == 1 and sorted(p.name for p in empty.iterdir()) == []
+    code, errors = data_sh(empty, FAKE_WGET_BYTES="1000")  # cut off after 1000 bytes: kept to be continued
+    assert code == 1 and errors[0].startswith(f"Error: downloading {url} failed (wget exit 4); the partial "
+                                              f"download {empty / 'data_aishell.tgz.part'} (1000 bytes) is kept")
+    assert sorted(p.name for p in empty.iterdir()) == ["data_aishell.tgz.part"]
+    code, _ = data_sh(empty, FAKE_WGET_BYTES="1000")
+    assert code == 1 and (empty / "data_aishell.tgz.part").stat().st_size == 2000  # continued, still not complete
+    assert "--continue" in calls.read_text().splitlines()[-1] and not (empty / "data_aishell.tgz").exists()
+    # an archive of the full size put there by hand is used without a download (this one is not a real archive)
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    with open(by_hand / "data_aishell.tgz", "wb") as f:
+        f.truncate(15582913665)  # sparse
+    n_calls = len(calls.read_text().splitlines())
+    code, _ = data_sh(by_hand)
+    assert code != 0 and len(calls.read_text().splitlines()) == n_calls
+    assert (by_hand / ".data_aishell.tgz.complete").is_file()
+
+
 FAKE_DUMPER = """#!/usr/bin/env bash
-# stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text
+# stands in for `python -m espnet_ot.bin.dump_plm_feats`: one fake ark entry per line of --text (--plm fail/plm fails)
 set -e
 while [ $# -gt 0 ]; do
-  case "$1" in --text) text=$2; shift 2;; --output_dir) out=$2; shift 2;; --name) name=$2; shift 2;; *) shift;; esac
+  case "$1" in --text) text=$2; shift 2;; --output_dir) out=$2; shift 2;; --name) name=$2; shift 2;;
+               --plm) plm=$2; shift 2;; *) shift;; esac
 done
 mkdir -p "$out"; echo run >> "$out/../calls"
+[ "$plm" != fail/plm ] || { echo "fake dumper: failed" >&2; exit 1; }
+awk '{ printf "%s ", $1 }' "$text" > "$out/$name.ark"
 awk -v ark="$out/$name.ark" '{ print $1, ark ":" NR }' "$text" > "$out/$name.scp"
 """
 
@@ -438,6 +511,50 @@ def test_plm_dump_stage_dedupes_and_reuses(espnet_root, tmp_path):
     cmd[cmd.index("some/plm")] = "other/plm"
     subprocess.run(cmd, cwd=recipe, env=env, check=True, capture_output=True, timeout=60)
     assert (out / "train_sp" / "feats.scp").is_file()
+
+
+def _dump_state(out: Path) -> dict:
+    """feats.scp of each set and .done; every ark they name exists."""
+    state = {p.parent.name: p.read_text() for p in out.glob("*/feats.scp")}
+    for text in state.values():
+        for line in text.splitlines():
+            assert Path(line.split()[1].rsplit(":", 1)[0]).is_file(), line
+    state[".done"] = (out / ".done").read_text()
+    return state
+
+
+def test_plm_dump_stage_keeps_the_previous_dump_when_a_rerun_fails(espnet_root, tmp_path):
+    """A failed re-run of local/dump_plm_feats.sh (other texts or options) leaves the previous dump as it was."""
+    recipe = copy_recipe(tmp_path / "repo")
+    env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
+    subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_DUMPER)
+    fake.chmod(0o755)
+    for name, lines in {"train_sp": ["T1 我们", "T2 你们"], "dev": ["D1 你好"]}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "text").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "plm"
+
+    def dump(plm, nj="2"):
+        return subprocess.run(["local/dump_plm_feats.sh", "--python", str(fake), "--nj", nj, "--plm", plm, str(out),
+                               str(tmp_path / "train_sp"), str(tmp_path / "dev")],
+                              cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+
+    assert dump("some/plm").returncode == 0
+    before = _dump_state(out)
+    assert sorted(before) == [".done", "dev", "train_sp"]
+    res = dump("fail/plm")
+    assert res.returncode == 1 and "PLM dump failed" in res.stderr, res.stdout + res.stderr
+    assert _dump_state(out) == before
+    assert len(list(out.glob("data*"))) == 1 and not list(out.glob("*/feats.scp.new"))  # nothing of the failed run
+    res = dump("some/plm")
+    assert res.returncode == 0 and "Reusing" in res.stdout and _dump_state(out) == before
+    # a complete new dump replaces the previous one, arks included
+    assert dump("other/plm", nj="1").returncode == 0
+    after = _dump_state(out)
+    assert after[".done"] != before[".done"] and after["dev"] != before["dev"]
+    assert len(list(out.glob("data*"))) == 1
 
 
 S2T_CHECK = textwrap.dedent(

@@ -29,18 +29,73 @@ def test_non_numeric_stage_gives_one_line(recipe, args, line):
     assert res.returncode == 2 and res.stderr.strip() == line and res.stdout == "", res.stderr
 
 
-def test_toy_options_on_a_reused_cache_are_reported(recipe, tmp_path):
+@pytest.mark.parametrize("script", ["./run.sh", "./run_toy.sh"])
+def test_stage_after_stop_stage_gives_one_line(recipe, script):
+    res = subprocess.run([script, "--stage", "12", "--stop_stage", "11"], cwd=recipe, env=recipe_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stderr.strip(), res.stdout) == (
+        2, f"{script}: --stage 12 is after --stop_stage 11, so no stage would run; give --stage <= --stop_stage", ""
+    )
+
+
+def _espnet_root():
     root = _espnet_checkout()
     if root is None:
         pytest.fail("no ESPnet checkout: set ESPNET_ROOT or run `make espnet`") if _ci() else pytest.skip(
             "no ESPnet checkout (set ESPNET_ROOT to an ESPnet source tree, or run `make espnet`)"
         )
-    toy = tmp_path / "toy"
+    return root
+
+
+def _reused_toy_dir(toy):
+    """A toy corpus and PLM that run_toy.sh reuses without building anything."""
     (toy / "corpus" / "data_aishell" / "transcript").mkdir(parents=True)
     (toy / "corpus" / "data_aishell" / "transcript" / "aishell_transcript_v0.8.txt").write_text("")
     (toy / "plm").mkdir()
     (toy / "plm" / "config.json").write_text(json.dumps({"hidden_size": 32}))
     (toy / "plm" / ".toy_opts").write_text("--steps 20")
+    return toy
+
+
+def test_unknown_option_is_rejected_before_any_stage(recipe, tmp_path):
+    """run.sh --stage 11 --foo bar: one line before the PLM dump (asr.sh would reject --foo only after it)."""
+    env = recipe_env({"ESPNET_ROOT": str(_espnet_root())})
+    res = subprocess.run(["./run.sh", "--stage", "11", "--stop_stage", "12", "--inference_args", "--nbest 1",
+                          "--foo", "bar"], cwd=recipe, env=env, capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stderr.strip().splitlines(), res.stdout) == (2, [
+        "./run.sh: unknown option --foo: not an option of run.sh or asr.sh (their options are the variables at "
+        "the top of each script)"], ""), res.stderr
+    assert not (recipe / "dump").exists()
+    toy = _reused_toy_dir(tmp_path / "toy")
+    res = subprocess.run(["./run_toy.sh", "--toy_dir", str(toy), "--plm_dump_opts", "--dtype float16",
+                          "--train-set", "x", "--max_epochs", "3"], cwd=recipe, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
+        "./run_toy.sh: unknown option --max_epochs: not an option of run_toy.sh, run.sh or asr.sh (their options "
+        "are the variables at the top of each script)"]), res.stderr
+    assert "Toy corpus" not in res.stdout
+
+
+def test_passed_on_options_are_read_from_the_scripts_at_run_time(recipe, tmp_path):
+    """local/check_options.sh reads the options of asr.sh itself: ESPnet's list, not a copy of it."""
+    root = _espnet_root()
+    check = [str(recipe / "local" / "check_options.sh"), "./run.sh"]
+    asr_sh = root / "egs2" / "TEMPLATE" / "asr1" / "asr.sh"
+    ok = subprocess.run([*check, str(asr_sh), "--", "--use_k2", "true", "--train-set", "a", "--config", "c.conf",
+                         "--lm_fold_length", "9"], capture_output=True, text=True, timeout=60)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    fake = tmp_path / "asr.sh"  # a newer asr.sh with an option of its own; variables after the parsing are not options
+    fake.write_text("#!/usr/bin/env bash\nstage=1\nbrand_new=3   # x\nhelp_message=$(cat << EOF\nnot_an_option=1\n"
+                    "EOF\n)\n. utils/parse_options.sh\nlater=2\n")
+    assert subprocess.run([*check, str(fake), "--", "--brand-new", "4", "--stage", "2"], timeout=60).returncode == 0
+    for name in ("--not_an_option", "--later", "--help_message"):
+        res = subprocess.run([*check, str(fake), "--", name, "1"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and f"unknown option {name}:" in res.stderr, (name, res.stderr)
+
+
+def test_toy_options_on_a_reused_cache_are_reported(recipe, tmp_path):
+    root = _espnet_root()
+    toy = _reused_toy_dir(tmp_path / "toy")
     env = recipe_env({"ESPNET_ROOT": str(root)})
 
     def run(*opts):

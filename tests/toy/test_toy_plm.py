@@ -172,3 +172,18 @@ def test_cli_errors(tmp_path):
     with pytest.raises(SystemExit, match="heads"):
         plm_cli.main(["--out", str(tmp_path / "y"), "--hidden", "30", "--heads", "4", "--steps", "1"])
     assert not os.path.exists(tmp_path / "y")
+
+
+def test_cli_missing_corpus_names_the_path_given(tmp_path):
+    """--corpus DIR that is not a corpus: the one line names DIR as given, not a path derived from it."""
+    given = tmp_path / "x" / "nope"
+    with pytest.raises(SystemExit) as err:
+        plm_cli.main(["--out", str(tmp_path / "out"), "--corpus", str(given), "--steps", "1"])
+    msg = str(err.value.code)
+    assert "\n" not in msg and msg.startswith(f"pretrain_toy_plm: error: --corpus {given}: "), msg
+    assert str(tmp_path / "x" / "data_aishell") not in msg and "make_toy_corpus" in msg
+    (given / "data_aishell").mkdir(parents=True)  # a data_aishell/ without transcript: named in full
+    with pytest.raises(SystemExit) as err:
+        plm_cli.main(["--out", str(tmp_path / "out"), "--corpus", str(given), "--steps", "1"])
+    assert f"--corpus {given}: has no data_aishell/transcript/aishell_transcript_v0.8.txt" in str(err.value.code)
+    assert not (tmp_path / "out").exists()

@@ -31,7 +31,10 @@ feats_type=raw        # 16 kHz audio; 80-dim fbank from the model's frontend
 help_message="Usage: $0 [--asr_config conf/X.yaml] [--plm NAME_OR_DIR] [asr.sh options ...] (README.md)"
 . local/parse_options.sh   # the options above (checked); all others are kept in ${passthrough[@]} for asr.sh
 [[ "${plm_nj}" =~ ^[0-9]*$ ]] || { echo "$0: --plm_nj must be a positive integer, got '${plm_nj}'" >&2; exit 2; }
+[ "${stage}" -le "${stop_stage}" ] || { echo "$0: --stage ${stage} is after --stop_stage ${stop_stage}, so no stage" \
+    "would run; give --stage <= --stop_stage" >&2; exit 2; }
 local/setup_espnet.sh      # links asr.sh, utils/, ... to the ESPnet checkout; one line naming the remedy if absent
+local/check_options.sh "$0" asr.sh -- "${passthrough[@]}"   # the others must be asr.sh's (read from it), before any stage
 . ./path.sh
 local/check_tools.sh "${python}" "${stage}" "${stop_stage}" "${speed_perturb_factors}" "${skip_eval}"
 [ -f "${asr_config}" ] || { echo "$0: --asr_config ${asr_config} does not exist" >&2; exit 1; }

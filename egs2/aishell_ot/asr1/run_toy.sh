@@ -23,7 +23,10 @@ python=python3
 
 help_message="Usage: $0 [--toy_dir DIR] [--asr_config X.yaml] [run.sh / asr.sh options ...] (README.md)"
 . local/parse_options.sh   # the options above; all others are kept in ${passthrough[@]} for run.sh
+[ "${stage}" -le "${stop_stage}" ] || { echo "$0: --stage ${stage} is after --stop_stage ${stop_stage}, so no stage" \
+    "would run; give --stage <= --stop_stage" >&2; exit 2; }
 local/setup_espnet.sh      # before minutes of toy building: the ESPnet checkout, Python, sclite are there
+local/check_options.sh "$0" run.sh asr.sh -- "${passthrough[@]}"   # the others must be run.sh's or asr.sh's
 . ./path.sh
 local/check_tools.sh "${python}" "${stage}" "${stop_stage}" "" "${skip_eval}"
 main_root="$(cd ../../.. && pwd)"
@@ -62,6 +65,10 @@ export AISHELL="${toy_dir}/corpus"
 for i in "${!configs[@]}"; do
     first="${stage}"
     [ "${i}" -eq 0 ] || first=$((stage > 11 ? stage : 11))
+    if [ "${first}" -gt "${stop_stage}" ]; then   # the later configs share the first one's stages 1-10
+        log "=== ${configs[$i]}: no stage of its own up to --stop_stage ${stop_stage} ==="
+        continue
+    fi
     log "=== ${configs[$i]} (stages ${first}-${stop_stage}) ==="
     # toy sizes (later options, yours, win); the second config reuses the data, tokens and statistics of the first
     ./run.sh --nj 2 --inference_nj 2 --ngpu 0 --speed_perturb_factors "" --audio_format wav --lang zh_toy \

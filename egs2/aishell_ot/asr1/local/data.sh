@@ -15,7 +15,8 @@ log() {
 help_message=$(cat <<EOF
 Usage: $0 [--aishell DIR] [--download true|false] [--remove_archive true|false] [--data_url URL] [--set_prefix P]
   --aishell DIR           corpus root holding data_aishell/ (default: \$AISHELL from db.sh)
-  --download BOOL         download and unpack AISHELL-1 from openslr resource 33 when absent (default: true)
+  --download BOOL         download and unpack AISHELL-1 from openslr resource 33 when absent (default: true),
+                          into an existing --aishell DIR or into db.sh's default, downloads/ (created)
   --remove_archive BOOL   delete data_aishell.tgz after a successful unpack (default: false)
   --data_url URL          mirror of https://www.openslr.org/resources/33
   --set_prefix P          write data/<P>train, data/<P>dev, data/<P>test (default: none; toy mode uses toy_)
@@ -32,6 +33,7 @@ data_archive_bytes=15582913665   # size of data_aishell.tgz on openslr
 . ./db.sh
 . ./path.sh
 . utils/parse_options.sh
+default_aishell=downloads   # db.sh's default location: created for the download when absent (no other is)
 
 if [ $# -ne 0 ]; then
     log "${help_message}"
@@ -42,7 +44,26 @@ if [ -z "${aishell}" ]; then
     log "Error: no corpus location: set AISHELL in db.sh (or the environment), or pass --aishell DIR"
     exit 2
 fi
-mkdir -p "${aishell}"
+aishell="${aishell%/}"
+# a path to data_aishell itself is taken for the directory holding it
+if [ "$(basename "${aishell}")" = data_aishell ] && [ -d "${aishell}/wav" ]; then
+    aishell="$(dirname "${aishell}")"
+fi
+point="point --aishell (run.sh: --local_data_opts \"--aishell DIR\"; or AISHELL in db.sh) at the directory"
+point+=" that holds data_aishell/"
+# Only db.sh's default location is created for a download: any other that does not exist is a wrong path.
+if [ ! -d "${aishell}" ]; then
+    if ! "${download}"; then
+        log "Error: no AISHELL-1 corpus at ${aishell}/data_aishell (${aishell} does not exist) and --download false." \
+            "Remedy: ${point}"
+        exit 1
+    elif [ "${aishell}" != "${default_aishell}" ]; then
+        log "Error: no AISHELL-1 corpus at ${aishell}: that directory does not exist. Remedy: ${point};" \
+            "or, to download AISHELL-1 (15.6 GB) into it, create it first (mkdir -p ${aishell})"
+        exit 1
+    fi
+    mkdir -p "${aishell}"
+fi
 aishell="$(cd "${aishell}" && pwd)"
 corpus="${aishell}/data_aishell"
 transcript="${corpus}/transcript/aishell_transcript_v0.8.txt"
@@ -51,23 +72,48 @@ transcript="${corpus}/transcript/aishell_transcript_v0.8.txt"
 present() { [ -f "${transcript}" ] && [ -d "${corpus}/wav/train" ] && [ -d "${corpus}/wav/dev" ] && [ -d "${corpus}/wav/test" ]; }
 
 leftover_tars() { ls "${corpus}"/wav/*.tar.gz >/dev/null 2>&1; }
+archive="${aishell}/data_aishell.tgz"
+part="${archive}.part"   # the download in progress; data_aishell.tgz exists only once complete
+# an archive of the right size (downloaded earlier, or by hand) is complete
+if [ ! -f "${aishell}/.data_aishell.tgz.complete" ] && [ -f "${archive}" ] \
+        && [ "$(stat -c %s "${archive}")" = "${data_archive_bytes}" ]; then
+    touch "${aishell}/.data_aishell.tgz.complete"
+fi
 if [ -f "${corpus}/.complete" ] || { present && ! leftover_tars; }; then
     log "Corpus found at ${corpus}; no download"
-elif ! "${download}"; then
+elif [ ! -f "${aishell}/.data_aishell.tgz.complete" ] && ! "${download}"; then
     log "Error: no AISHELL-1 corpus at ${corpus} and --download false." \
-        "Remedy: download data_aishell.tgz from ${data_url} into ${aishell}, or drop --download false"
+        "Remedy: ${point}, or put data_aishell.tgz from ${data_url} into ${aishell}, or drop --download false"
     exit 1
 else
-    archive="${aishell}/data_aishell.tgz"
     if [ ! -f "${aishell}/.data_aishell.tgz.complete" ]; then
-        command -v wget >/dev/null || { log "Error: wget is required to download AISHELL-1 (apt-get install wget)"; exit 1; }
-        log "Downloading ${data_url}/data_aishell.tgz (15.6 GB) into ${aishell}"
-        wget --continue --tries=5 -O "${archive}" "${data_url}/data_aishell.tgz"
-        size=$(stat -c %s "${archive}")
-        if [ "${size}" != "${data_archive_bytes}" ]; then
-            log "Error: ${archive} has ${size} bytes, expected ${data_archive_bytes}; delete it and rerun"
+        command -v wget >/dev/null \
+            || { log "Error: wget is required to download AISHELL-1 (apt-get install wget)"; exit 1; }
+        # an incomplete data_aishell.tgz of an earlier version of this script is continued
+        [ ! -f "${archive}" ] || mv "${archive}" "${part}"
+        log "No AISHELL-1 corpus at ${corpus} (if you have a copy, stop and ${point})." \
+            "Downloading ${data_url}/data_aishell.tgz (15.6 GB) into ${aishell}"
+        rc=0
+        wget --continue --tries=5 -O "${part}" "${data_url}/data_aishell.tgz" || rc=$?
+        if [ "${rc}" -ne 0 ]; then
+            if [ -s "${part}" ]; then
+                kept="the partial download ${part} ($(stat -c %s "${part}") bytes) is kept for a rerun to continue"
+            else
+                rm -f "${part}"
+                kept="nothing was kept"
+            fi
+            log "Error: downloading ${data_url}/data_aishell.tgz failed (wget exit ${rc}); ${kept}." \
+                "Remedy: ${point}, or check the network (or give a mirror with --data_url) and rerun"
             exit 1
         fi
+        size=$(stat -c %s "${part}")
+        if [ "${size}" != "${data_archive_bytes}" ]; then
+            rm -f "${part}"
+            log "Error: the download from ${data_url} has ${size} bytes, expected ${data_archive_bytes} (deleted)." \
+                "Remedy: ${point}, or give another mirror with --data_url and rerun"
+            exit 1
+        fi
+        mv "${part}" "${archive}"
         touch "${aishell}/.data_aishell.tgz.complete"
     fi
     log "Unpacking ${archive}"

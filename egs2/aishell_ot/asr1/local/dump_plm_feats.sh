@@ -2,10 +2,11 @@
 # PLM-feature stage: Z_L of the frozen PLM for every utterance of one or more Kaldi text files, computed once.
 #
 # Writes <out_dir>/<set>/feats.scp for each <data_dir>/text given (<set> = basename of <data_dir>); the arks are
-# in <out_dir>/data. `python -m espnet_ot.bin.dump_plm_feats` runs on each distinct transcript only
+# in <out_dir>/data.<time>.<pid>. `python -m espnet_ot.bin.dump_plm_feats` runs on each distinct transcript only
 # (speed-perturbed copies sp0.9-X / sp1.1-X and repeated sentences share one ark entry), in one pass over all
 # sets, split over --nj jobs launched with ${train_cmd} (or ${cuda_cmd} --gpu 1 with --ngpu 1). A finished dump
-# is reused while the PLM, its options, the token list and the texts are unchanged (<out_dir>/.done).
+# is reused while the PLM, its options, the token list and the texts are unchanged (<out_dir>/.done). A new dump
+# replaces the previous one (arks, feats.scp files, .done) only once it is complete: a failed re-run keeps it.
 #
 # Usage: local/dump_plm_feats.sh [options] --plm NAME_OR_DIR <out_dir> <data_dir> [<data_dir> ...]
 set -euo pipefail
@@ -81,8 +82,17 @@ if [ -f "${out_dir}/.done" ] && [ "$(cat "${out_dir}/.done")" = "${signature}" ]
     exit 0
 fi
 
-rm -rf "${out_dir}"
-mkdir -p "${out_dir}/split" "${out_dir}/log" "${out_dir}/data"
+# the new dump: a fresh ark directory and <set>/feats.scp.new, removed if anything fails; the previous one stays
+rm -rf "${out_dir}/split" "${out_dir}/log"
+mkdir -p "${out_dir}/split" "${out_dir}/log"
+ark_dir="${out_dir}/data.$(date +%Y%m%d%H%M%S).$$"
+mkdir "${ark_dir}"
+new_scps=()
+for d in "${data_dirs[@]}"; do
+    new_scps+=("${out_dir}/$(basename "${d}")/feats.scp.new")
+done
+discard_new() { rm -rf "${ark_dir}" "${new_scps[@]}"; }
+trap discard_new EXIT
 
 # 1. one representative utterance per distinct transcript over all sets (ids are made unique per set)
 for d in "${data_dirs[@]}"; do
@@ -123,7 +133,7 @@ fi
 ${_cmd} JOB=1:"${_nj}" "${out_dir}/log/dump_plm_feats.JOB.log" \
     ${python} -m espnet_ot.bin.dump_plm_feats \
         --text "${out_dir}/split/text.JOB" \
-        --output_dir "${out_dir}/data" \
+        --output_dir "${ark_dir}" \
         --name "feats.JOB" \
         ${opts} ${dump_opts} \
     || { echo "$0: PLM dump failed; see ${out_dir}/log/dump_plm_feats.*.log:" >&2;
@@ -131,7 +141,7 @@ ${_cmd} JOB=1:"${_nj}" "${out_dir}/log/dump_plm_feats.JOB.log" \
 
 # 3. <out_dir>/<set>/feats.scp for every utterance, pointing at its representative's ark entry
 for n in $(seq "${_nj}"); do
-    cat "${out_dir}/data/feats.${n}.scp"
+    cat "${ark_dir}/feats.${n}.scp"
 done > "${out_dir}/rep.scp"
 for d in "${data_dirs[@]}"; do
     set_name="$(basename "${d}")"
@@ -140,13 +150,29 @@ for d in "${data_dirs[@]}"; do
          index($1, set "/") == 1 {
              if (!($2 in loc)) { print "missing PLM features for " $2 > "/dev/stderr"; exit 1 }
              print substr($1, length(set) + 2), loc[$2]
-         }' "${out_dir}/rep.scp" "${out_dir}/utt2rep" | sort -k1,1 > "${out_dir}/${set_name}/feats.scp"
+         }' "${out_dir}/rep.scp" "${out_dir}/utt2rep" | sort -k1,1 > "${out_dir}/${set_name}/feats.scp.new"
     n_text=$(wc -l < "${d}/text")
-    n_out=$(wc -l < "${out_dir}/${set_name}/feats.scp")
+    n_out=$(wc -l < "${out_dir}/${set_name}/feats.scp.new")
     if [ "${n_out}" -ne "${n_text}" ]; then
         echo "$0: ${out_dir}/${set_name}/feats.scp has ${n_out} entries for ${n_text} utterances" >&2
         exit 1
     fi
-    log "Wrote ${out_dir}/${set_name}/feats.scp (${n_out} utterances)"
+done
+
+# 4. complete: the new feats.scp files replace the previous ones (no .done in between), then the previous arks go
+rm -f "${out_dir}/.done"
+for d in "${data_dirs[@]}"; do
+    set_name="$(basename "${d}")"
+    mv "${out_dir}/${set_name}/feats.scp.new" "${out_dir}/${set_name}/feats.scp"
+    log "Wrote ${out_dir}/${set_name}/feats.scp ($(wc -l < "${out_dir}/${set_name}/feats.scp") utterances)"
 done
 echo "${signature}" > "${out_dir}/.done"
+trap - EXIT
+# what pointed at the previous arks goes with them: their directories and the feats.scp of sets not dumped now
+for old in "${out_dir}"/data "${out_dir}"/data.*; do
+    [ ! -e "${old}" ] || [ "${old}" = "${ark_dir}" ] || rm -rf "${old}"
+done
+for scp in "${out_dir}"/*/feats.scp; do
+    [ -e "${scp}" ] || continue
+    [[ " ${new_scps[*]} " == *" ${scp}.new "* ]] || rm -f "${scp}"
+done
