@@ -15,10 +15,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from espnet_ot.asr.plm import PLM_FEATS_KEY
+from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 
 REMEDY = "re-run the PLM-feature stage (python -m espnet_ot.bin.dump_plm_feats) for this data set"
 # data keys of kaldi_ark scps written by the PLM-feature stage; each goes through the same checks
-CHECKED_KEYS: Tuple[str, ...] = (PLM_FEATS_KEY,)
+CHECKED_KEYS: Tuple[str, ...] = (PLM_FEATS_KEY, SOFT_LABELS_KEY)
 _SLICE = re.compile(r"\[[^\]]*\]$")
 
 
