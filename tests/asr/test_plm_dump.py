@@ -280,3 +280,27 @@ def test_masked_features_are_the_plm_state_of_each_token_masked_one_at_a_time(ti
                 want = branch.model(input_ids=one).last_hidden_state[0, j].numpy()
             np.testing.assert_allclose(masked[utt][j], want, atol=1e-5)
             assert np.abs(masked[utt][j] - plain[utt][j]).max() > 1e-3  # masking changed what the row says
+
+
+# ------------------------------------------------------------------ item 17: plm_max_length in the PLM branch
+
+
+def test_plm_max_length_below_cls_token_sep_is_named(tiny_plm_dir):
+    # plm_max_length 1 blamed the tokenizer's wrapping ([CLS] was cut)
+    for value in (1, 2, 0, -2):
+        with pytest.raises(ValueError, match=rf"^model_conf\.plm_max_length={value} must be an integer >= 3") as e:
+            PLMTextBranch(str(tiny_plm_dir), max_length=value)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^--plm_max_length=1 must be an integer >= 3"):
+        PLMTextBranch(str(tiny_plm_dir), max_length=1, field="--plm")
+
+
+def test_dump_with_plm_max_length_beyond_the_plm_is_named(tiny_plm_dir, tmp_path):
+    # a 41-token text and plm_max_length 1000 on a 24-position PLM: an "expanded size" RuntimeError of BERT
+    text = tmp_path / "text"
+    text.write_text("u1 " + "我们是中国人你好他说了大来" * 3 + "\n", encoding="utf-8")
+    argv = ["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "out", "--plm_max_length", "1000",
+            "--token_list", write_token_list(tmp_path / "tokens.txt", char_token_list())]
+    msg = dump_error(argv)
+    assert msg.startswith("--plm_max_length=1000 exceeds the 24 input positions of --plm="), msg
+    assert not (tmp_path / "out" / "feats.scp").exists()
