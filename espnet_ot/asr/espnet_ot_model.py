@@ -26,6 +26,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 import espnet_ot.ot as ot_core
+from espnet_ot.asr.model_config import checked_model_conf
 from espnet_ot.asr.plm import PLM_FEATS_KEY, PLMTextBranch, TokenDetokenizer
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.ot.config import (
@@ -49,6 +50,7 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 class ESPnetOTModel(ESPnetASRModel):
     """CTC model whose adapter output H_A is aligned to frozen-PLM features Z_L by optimal transport."""
 
+    @checked_model_conf  # model_conf checked and its numbers converted (espnet_ot/asr/model_config.py)
     @typechecked
     def __init__(
         self,
