@@ -134,7 +134,8 @@ def fused_gromov_wasserstein(
         pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
         # padding may hold anything: 0 there keeps G finite (NaN/Inf at real pairs shows in the first, cold solve)
         M = torch.where(pair, cost.to(dtype), torch.zeros((), dtype=dtype, device=cost.device))
-        Sx, Sy = as_structure(struct_x, x_mask), as_structure(struct_y, y_mask)
+        Sx = as_structure(struct_x, x_mask, "struct_x", "x_mask")
+        Sy = as_structure(struct_y, y_mask, "struct_y", "y_mask")
         a, b = uniform_weights(x_mask, dtype), uniform_weights(y_mask, dtype)
         B = M.shape[0]
         active = x_mask.any(-1) & y_mask.any(-1)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from espnet_ot.ot import (
+    FeatureStructure,
     cosine_cost,
     fused_gromov_wasserstein,
     ot_alignment,
@@ -176,3 +177,18 @@ def test_random_bad_inputs_give_a_finite_result_or_a_named_error():
         assert (mass[~real] == 0).all(), kind
         pad = ~(m1.unsqueeze(2) & m2.unsqueeze(1))
         assert (r.coupling[pad] == 0).all(), kind
+
+
+@pytest.mark.parametrize("which", ["struct_x", "struct_y"])
+def test_a_structure_over_other_positions_than_its_mask_is_named(which):
+    # a structure of 5 positions with a mask of 4 ran into a tensor-size RuntimeError
+    x, y, mx, my = batch([4], [3])
+    C = cosine_cost(x, y, mx, my)
+    wrong = torch.ones(1, 5, dtype=torch.bool)
+    good = {"struct_x": TemporalStructure(mx), "struct_y": TemporalStructure(my)}
+    mask = "x_mask" if which == "struct_x" else "y_mask"
+    for bad in (TemporalStructure(wrong), FeatureStructure(torch.randn(1, 5, 8), wrong), torch.rand(1, 5, 5)):
+        structs = dict(good, **{which: bad})
+        with pytest.raises(ValueError, match=rf"^{which} .*{mask}") as e:
+            fused_gromov_wasserstein(C, structs["struct_x"], structs["struct_y"], mx, my, 0.5, 0.1)
+        assert one_line(e)
