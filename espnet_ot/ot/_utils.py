@@ -114,6 +114,27 @@ def check_finite(name: str, t: torch.Tensor, where: torch.Tensor, *more) -> None
             raise ValueError(f"{name} has NaN/Inf at real positions (first in utterance {b}): clean the input")
 
 
+NORM_EPS = 1e-6  # absolute floor of a feature norm (all-zero utterances)
+# floor of a feature norm relative to the largest of its utterance: a zero (silent) frame's direction is
+# undefined, and the gradient of x / max(||x||, floor) there is I / floor; 1e-3 of the utterance's scale keeps it
+# within ~1e3 of a normal frame's while every frame above 0.1% of the largest norm is normalised exactly
+NORM_REL = 1e-3
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """x / max(||x_i||, NORM_REL * max_k ||x_k||, NORM_EPS) along the last dimension of (B, L, D) features.
+
+    The floor follows each utterance's own scale (its largest row norm, taken as a constant), so a zero row has
+    a bounded gradient at any feature scale and the result does not depend on the rest of the batch.
+    """
+    if x.shape[1] == 0:  # no positions: nothing to normalise (and no maximum to take)
+        return x
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    with torch.no_grad():
+        floor = n.amax(1, keepdim=True).mul_(NORM_REL).clamp_min_(NORM_EPS)
+    return x / n.clamp_min(floor)
+
+
 def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Uniform weights 1/l on the l real positions of each row, 0 on padding (all-padding rows stay 0)."""
     m = mask.to(dtype)

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from espnet_ot.ot._utils import bmv
+from espnet_ot.ot._utils import bmv, normalize_rows
 
 
 class Structure:
@@ -162,8 +162,8 @@ class FeatureStructure(Structure):
         self.mask = mask
         m = mask.unsqueeze(2)
         x = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))  # padding may hold anything
-        # norms floored at 1e-6 as in the cosine cost: a zero vector gets a bounded gradient
-        self.xn = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-6)
+        # norms floored as in the cosine cost (relative to the utterance's largest): a zero row's gradient is bounded
+        self.xn = normalize_rows(x)
 
     def matmul(self, X):
         xn = self.xn.to(X.dtype)

@@ -179,6 +179,28 @@ def test_random_bad_inputs_give_a_finite_result_or_a_named_error():
         assert (r.coupling[pad] == 0).all(), kind
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_zero_frame_gets_a_gradient_bounded_by_the_feature_scale(method):
+    # a silent frame (all-zero features): its direction is undefined and the gradient of x / max(|x|, floor) there
+    # is I / floor; with the former absolute floor of 1e-6 it reached ~1e5 on unit-scale features
+    x, y, mx, my = batch([9, 6], [3, 2], D=32, seed=3)
+    x = x / x.norm(dim=-1, keepdim=True)  # unit-scale features
+    y = y / y.norm(dim=-1, keepdim=True)
+    x[0, 4] = 0.0
+    x = x.requires_grad_(True)
+    kw = dict(edges="mix") if method == "gmot" else {}  # feature edges normalise the frames too
+    ot_alignment(x, y, mx, my, method=method, eps=0.1, **kw).loss.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0, 4].norm() <= 1e3, float(x.grad[0, 4].norm())
+    # a frame above the floor is normalised exactly: the cost is the cosine, whatever the utterance's scale
+    for scale in (1e-5, 1.0, 1e5):
+        C = cosine_cost(scale * x.detach(), y, mx, my)
+        ref = 1.0 - torch.nn.functional.cosine_similarity(x.detach()[:, :, None], y[:, None], dim=-1, eps=1e-30)
+        real = (mx.unsqueeze(2) & my.unsqueeze(1)) & (x.detach().norm(dim=-1) > 0).unsqueeze(2)
+        assert torch.allclose(C[real], ref[real], atol=1e-6), scale
+        assert torch.equal(C[0, 4, :3], torch.ones(3))  # the zero frame: cost 1 to every token
+
+
 @pytest.mark.parametrize("which", ["struct_x", "struct_y"])
 def test_a_structure_over_other_positions_than_its_mask_is_named(which):
     # a structure of 5 positions with a mask of 4 ran into a tensor-size RuntimeError
