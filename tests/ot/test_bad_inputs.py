@@ -2,6 +2,7 @@
 
 import math
 import random
+import warnings
 
 import pytest
 import torch
@@ -214,3 +215,33 @@ def test_a_structure_over_other_positions_than_its_mask_is_named(which):
         with pytest.raises(ValueError, match=rf"^{which} .*{mask}") as e:
             fused_gromov_wasserstein(C, structs["struct_x"], structs["struct_y"], mx, my, 0.5, 0.1)
         assert one_line(e)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("eps", [1e-5, 1e-6])
+def test_tiny_eps_reaches_the_tolerance_or_warns_with_the_error(method, eps):
+    # at eps 1e-5 / 1e-6 float32 cannot resolve the potentials (~ cost / eps): OT and TOT couplings came back
+    # 4e-4..7e-3 off their marginals against tol 1e-4, without a warning. The solve now runs in float64 there.
+    # The coupling returned (float32, like the inputs) meets tol, checked independently of the solver's report,
+    # or a warning gives the error reached (GM-OT's inner solves at eps 1e-5 reach max_iter)
+    g = torch.Generator().manual_seed(0)
+    B = 8 if method != "gmot" else 2
+    la, lt = torch.randint(60, 121, (B,), generator=g), torch.randint(5, 16, (B,), generator=g)
+    x, y = torch.randn(B, 120, 32, generator=g), torch.randn(B, 15, 32, generator=g)
+    mx, my = torch.arange(120)[None] < la[:, None], torch.arange(15)[None] < lt[:, None]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = ot_alignment(x, y, mx, my, method=method, eps=eps, tol=1e-4, gw_max_iter=3)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    P = r.coupling
+    assert P.dtype == torch.float32 and r.loss.dtype == torch.float32
+    col = (P.double().sum(1) - my.double() / lt[:, None]).abs().sum(-1)
+    row = (P.double().sum(2) - mx.double() / la[:, None]).abs().sum(-1)
+    if msgs:  # the error reported is that of the coupling returned, and the warning gives it
+        assert len(msgs) == 1 and f"{float(r.marginal_err.max()):.3g}" in msgs[0], msgs
+        assert torch.allclose(col, r.marginal_err.double(), atol=1e-6), (col, r.marginal_err)
+    else:
+        assert (col <= 1e-4).all() and (row <= 1e-4).all(), (col.max(), row.max())
+        assert (r.marginal_err <= 1e-4).all(), r.marginal_err
+    if method != "gmot":
+        assert not msgs, msgs
