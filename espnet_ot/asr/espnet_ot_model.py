@@ -29,6 +29,7 @@ from typeguard import typechecked
 
 import espnet_ot.ot as ot_core
 from espnet_ot.asr.distill import distill_kl
+from espnet_ot.asr.model_config import checked_model_conf
 from espnet_ot.asr.plm import PLM_FEATS_KEY, PLMTextBranch, TokenDetokenizer
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY, split_soft_labels
@@ -53,6 +54,7 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 class ESPnetOTModel(ESPnetASRModel):
     """CTC model whose adapter output H_A is aligned to frozen-PLM features Z_L by optimal transport."""
 
+    @checked_model_conf  # model_conf checked and its numbers converted (espnet_ot/asr/model_config.py)
     @typechecked
     def __init__(
         self,

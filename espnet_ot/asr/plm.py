@@ -25,10 +25,11 @@ The branch is a plain Python object (not an ``nn.Module`` attribute), so the PLM
 up in ``state_dict()``, checkpoints, ``.parameters()`` or DDP, and it is loaded on first use.
 """
 
+import json
 import logging
 import os
 import re
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -36,6 +37,7 @@ PLM_CONF_KEY = "plm"  # model_conf key of the PLM name or directory
 PLM_FIELD = f"model_conf.{PLM_CONF_KEY}"
 PLM_FEATS_KEY = "plm_feats"  # data name of precomputed Z_L (python -m espnet_ot.bin.dump_plm_feats)
 SUPPORTED_TOKEN_TYPES = ("char", "bpe", "word", "hugging_face")
+MIN_PLM_POSITIONS = 3  # [CLS], one token, [SEP]: fewer positions leave Z_L without a single token
 _DROPPED_TOKENS = frozenset({"<blank>", "<sos/eos>", "<sos>", "<eos>", "<pad>"})
 _SP_SPACE = "\u2581"  # sentencepiece word-boundary marker
 
@@ -82,6 +84,94 @@ def hub_offline() -> bool:
     )
 
 
+def option_field(plm_field: str, option: str) -> str:
+    """The name of another PLM option next to ``plm_field``: ``model_conf.plm`` -> ``model_conf.<option>``,
+    ``--plm`` -> ``--<option>``."""
+    if plm_field.endswith(PLM_CONF_KEY):
+        return plm_field[: -len(PLM_CONF_KEY)] + option
+    return option
+
+
+def read_plm_config(name: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """The PLM's config.json without loading the PLM: (config, None), or (None, why it cannot be read).
+
+    A local directory that does not exist or has no config.json, and a hub name that is not in the Hugging Face
+    cache while the hub is switched off, give the reason; a hub name that is not cached while the hub is
+    reachable gives (None, None): it can only be checked when it is loaded (no download here).
+    """
+    path = os.path.expanduser(name)
+    if is_local_plm(name):
+        if not os.path.isdir(path):
+            return None, f"no such directory (relative to {os.getcwd()})"
+        config_file = os.path.join(path, "config.json")
+        if not os.path.isfile(config_file):
+            return None, "the directory has no config.json (save the PLM there with save_pretrained)"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            config_file = try_to_load_from_cache(name, "config.json")
+        except (ImportError, ValueError):  # no (recent) huggingface_hub, or a name it rejects: checked when loaded
+            config_file = None
+        if not isinstance(config_file, str):
+            if hub_offline():
+                return None, "HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache"
+            return None, None
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"cannot read {config_file} ({type(e).__name__}: {e})"
+    if not isinstance(config, dict):
+        return None, f"{config_file} is not a JSON object"
+    return config, None
+
+
+def check_plm_config(
+    config: Mapping[str, Any],
+    name: str,
+    layer: int = -1,
+    max_length: Optional[int] = None,
+    plm_dim: Optional[int] = None,
+    field: str = PLM_FIELD,
+    plm_dim_field: str = "postencoder_conf.plm_dim",
+) -> None:
+    """``plm_layer``, ``plm_max_length`` and the adapter's ``plm_dim`` against a PLM's configuration
+    (config.json, or the loaded model's config as a dict); one-line ValueError naming the option and the remedy.
+    Keys the configuration lacks are not checked."""
+    n_layers = config.get("num_hidden_layers")
+    if isinstance(n_layers, int) and layer != -1 and not -n_layers - 1 <= layer <= n_layers:
+        raise ValueError(
+            f"{option_field(field, 'plm_layer')}={layer} is out of range for {field}={name!r} ({n_layers} layers): "
+            f"use -1 (last) or 0..{n_layers}"
+        )
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and max_length is not None and max_length > positions:
+        raise ValueError(
+            f"{option_field(field, 'plm_max_length')}={max_length} exceeds the {positions} input positions of "
+            f"{field}={name!r}: use at most {positions}, or leave it unset"
+        )
+    width = config.get("hidden_size")
+    if isinstance(width, int) and plm_dim is not None and plm_dim != width:
+        raise ValueError(
+            f"{plm_dim_field}={plm_dim} but {field}={name!r} has width {width} (hidden_size in its config.json): "
+            f"set {plm_dim_field}: {width}"
+        )
+
+
+def check_plm_options(layer: Any, max_length: Any, field: str = PLM_FIELD) -> None:
+    """``plm_layer`` an integer, ``plm_max_length`` None or an integer >= 3 ([CLS], a token, [SEP])."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"{option_field(field, 'plm_layer')}={layer!r} must be an integer (-1: the last layer)")
+    if max_length is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < MIN_PLM_POSITIONS:
+        raise ValueError(
+            f"{option_field(field, 'plm_max_length')}={max_length!r} must be an integer >= {MIN_PLM_POSITIONS} "
+            "(the positions of [CLS], a token and [SEP]); leave it unset for the PLM's own maximum"
+        )
+
+
 def plm_not_found(name: str, field: str, reason: str) -> PLMNotFoundError:
     """One-line error naming the configuration field and the remedies."""
     reason = " ".join(str(reason).split())[:300]
@@ -91,6 +181,16 @@ def plm_not_found(name: str, field: str, reason: str) -> PLMNotFoundError:
         "already in the HF cache or reachable online, or precompute features with "
         "`python -m espnet_ot.bin.dump_plm_feats` and pass them as the plm_feats data key"
     )
+
+
+def _plm_positions(model, tokenizer) -> Optional[int]:
+    """The most input positions the PLM takes: its position embeddings, or its tokenizer's limit if smaller."""
+    limits = [getattr(model.config, "max_position_embeddings", None)]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if tok_max is not None and tok_max < 1_000_000:
+        limits.append(tok_max)
+    limits = [int(x) for x in limits if x]
+    return min(limits) if limits else None
 
 
 class TokenDetokenizer:
@@ -165,8 +265,9 @@ class PLMTextBranch:
             name_or_path: Hugging Face model name or local directory.
             layer: hidden state used as Z_L (-1: last layer; 0: embeddings; i: layer i).
             max_length: cap on PLM input positions (default: the PLM's maximum).
-            field: configuration field named in error messages.
+            field: configuration field named in error messages (its siblings name plm_layer, plm_max_length).
         """
+        check_plm_options(layer, max_length, field)
         self.name_or_path = name_or_path
         self.layer = layer
         self.max_length_override = max_length
@@ -207,12 +308,9 @@ class PLMTextBranch:
                 )
             raise plm_not_found(name, self.field, reason) from None
         self._check_tokenizer_matches(tokenizer, model)
-        n_layers = int(getattr(model.config, "num_hidden_layers", 0))
-        if self.layer != -1 and not -n_layers - 1 <= self.layer <= n_layers:
-            raise ValueError(
-                f"plm_layer={self.layer} is out of range for {self.field}={name!r} "
-                f"({n_layers} layers): use -1 (last) or 0..{n_layers}"
-            )
+        positions = _plm_positions(model, tokenizer)
+        check_plm_config(dict(model.config.to_dict(), max_position_embeddings=positions), name, self.layer,
+                         self.max_length_override, field=self.field)
         model.eval()
         model.requires_grad_(False)
         self._tokenizer, self._model = tokenizer, model
@@ -280,12 +378,8 @@ class PLMTextBranch:
         """Maximum PLM input length in tokens, [CLS] and [SEP] included."""
         if self.max_length_override is not None:
             return int(self.max_length_override)
-        limits = [getattr(self.model.config, "max_position_embeddings", None)]
-        tok_max = getattr(self.tokenizer, "model_max_length", None)
-        if tok_max is not None and tok_max < 1_000_000:
-            limits.append(tok_max)
-        limits = [int(x) for x in limits if x]
-        return min(limits) if limits else 512
+        positions = _plm_positions(self.model, self.tokenizer)
+        return 512 if positions is None else positions
 
     @property
     def unk_text(self) -> str:

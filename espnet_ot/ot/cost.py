@@ -2,14 +2,18 @@
 
 import torch
 
-from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, ranks, solver_dtype
-
-NORM_EPS = 1e-6  # floor of a feature norm in the cosine: keeps the gradient of a zero vector bounded (~1/NORM_EPS)
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    """x / max(||x||, NORM_EPS) along the last dimension."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+from espnet_ot.ot._utils import (  # noqa: F401 (NORM_EPS, NORM_REL: the floor's constants, documented here)
+    NORM_EPS,
+    NORM_REL,
+    as_number,
+    check_finite,
+    check_masks,
+    check_tensor,
+    fp32_region,
+    normalize_rows,
+    ranks,
+    solver_dtype,
+)
 
 
 def cosine_cost(
@@ -17,8 +21,10 @@ def cosine_cost(
 ) -> torch.Tensor:
     r"""Pairwise cosine cost :math:`C_{ij} = 1 - \cos(h_i, z_j)`.
 
-    The norms are floored at ``NORM_EPS`` = 1e-6, so a zero feature vector has cost 1 to everything and a
-    bounded gradient. Computed in float32 (float64 for float64 inputs), also inside ``torch.autocast``.
+    The norms are floored at ``NORM_REL`` = 1e-3 times the largest norm of the utterance (and at least at
+    ``NORM_EPS`` = 1e-6), so a zero feature vector has cost 1 to everything and a gradient bounded by the
+    utterance's feature scale (a silent frame cannot blow up a step); rows above the floor give exact cosines.
+    Computed in float32 (float64 for float64 inputs), also inside ``torch.autocast``.
 
     Parameters
     ----------
@@ -66,8 +72,8 @@ def _cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask:
     dtype = solver_dtype(x, y)
     with fp32_region(x):
         # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm
-        xn = _normalize(torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device)))
-        yn = _normalize(torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device)))
+        xn = normalize_rows(torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device)))
+        yn = normalize_rows(torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device)))
         cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
         pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
         return cost * pair.to(dtype)

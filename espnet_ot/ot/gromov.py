@@ -7,7 +7,15 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from espnet_ot.ot._utils import as_number, check_masks, check_tensor, fp32_region, solver_dtype, uniform_weights
+from espnet_ot.ot._utils import (
+    as_number,
+    check_masks,
+    check_tensor,
+    fp32_region,
+    resolving_dtype,
+    solver_dtype,
+    uniform_weights,
+)
 from espnet_ot.ot.sinkhorn import (COMPACT_AT, EPS_SCALING, NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, _write_back,
                                    sinkhorn, sinkhorn_unbalanced)
 from espnet_ot.ot.structure import Structure, as_structure
@@ -66,7 +74,8 @@ def fused_gromov_wasserstein(
     left, those are iterated as a smaller batch (the others are final). With ``relax = tau`` every inner solve is
     :func:`~espnet_ot.ot.sinkhorn_unbalanced` with ``reg_m = (tau, inf)`` and the square-loss constant uses the
     coupling's actual acoustic marginal. Computation is in float32 (float64 for float64 inputs) also under
-    ``torch.autocast``.
+    ``torch.autocast``; at an ``eps`` too small for float32 to reach ``sinkhorn_tol`` (below ~5e-8 /
+    ``sinkhorn_tol``) in float64, the coupling returned in the inputs' dtype.
 
     Parameters
     ----------
@@ -129,12 +138,14 @@ def fused_gromov_wasserstein(
     check_every = as_number("check_every", check_every, low=1, integer=True)
     eps_scaling = as_number("eps_scaling", eps_scaling, low=0.0, high=1.0)
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)
-    dtype = solver_dtype(cost)
+    out_dtype = solver_dtype(cost)
+    dtype = resolving_dtype(out_dtype, eps, sinkhorn_tol)  # float64 at an eps too small for float32 to reach tol
     with fp32_region(cost):
         pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
         # padding may hold anything: 0 there keeps G finite (NaN/Inf at real pairs shows in the first, cold solve)
         M = torch.where(pair, cost.to(dtype), torch.zeros((), dtype=dtype, device=cost.device))
-        Sx, Sy = as_structure(struct_x, x_mask), as_structure(struct_y, y_mask)
+        Sx = as_structure(struct_x, x_mask, "struct_x", "x_mask")
+        Sy = as_structure(struct_y, y_mask, "struct_y", "y_mask")
         a, b = uniform_weights(x_mask, dtype), uniform_weights(y_mask, dtype)
         B = M.shape[0]
         active = x_mask.any(-1) & y_mask.any(-1)
@@ -193,6 +204,8 @@ def fused_gromov_wasserstein(
                 break
             active = active & ~(step < tol)
         _write_back(state, w, rows)
+        if dtype != out_dtype:  # solved in float64 at a small eps: returned in the inputs' dtype
+            state.update({k: state[k].to(out_dtype) for k in ("gamma", "s_err", "err")})
         gamma, s_err = state["gamma"], state["s_err"]
     if capped:
         warnings.warn(

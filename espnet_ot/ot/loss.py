@@ -171,7 +171,8 @@ def ot_alignment(
     this reachable at small ``eps``); ``max_iter`` is only a safety cap, and reaching it warns once.
     ``relax = tau`` makes the acoustic marginal soft (KL penalty :math:`\tau`, :func:`sinkhorn_unbalanced`,
     ``reg_type="kl"``) while every token keeps its mass: frames (silence, blanks) may stay unmatched.
-    Cost, solver and loss compute in float32 (float64 for float64 inputs) even inside ``torch.autocast``.
+    Cost, solver and loss compute in float32 (float64 for float64 inputs) even inside ``torch.autocast``; the
+    solver switches to float64 at an ``eps`` too small for float32 to reach ``tol`` (below ~5e-8 / ``tol``).
 
     Parameters
     ----------

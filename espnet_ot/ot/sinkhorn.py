@@ -6,7 +6,17 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from espnet_ot.ot._utils import as_number, bmv, check_finite, check_masks, check_tensor, fp32_region, solver_dtype
+from espnet_ot.ot._utils import (
+    as_number,
+    bmv,
+    check_finite,
+    check_masks,
+    check_tensor,
+    fp32_region,
+    marginal_noise,
+    resolving_dtype,
+    solver_dtype,
+)
 
 REG_TYPES = ("kl", "entropy")
 STAGE_ITER = 10  # Sinkhorn iterations per stage of the eps ladder
@@ -76,7 +86,10 @@ def sinkhorn(
     utterance is frozen, so its coupling does not depend on its batch neighbours. ``max_iter`` is a safety cap
     on the iterations at the target :math:`\varepsilon` (Newton steps included); reaching it with some error
     above ``tol`` warns once (``warnings.warn``) with the worst error. Computation is in float32 (float64 for
-    float64 costs), also inside ``torch.autocast`` regions.
+    float64 costs), also inside ``torch.autocast`` regions. Float32 resolves the potentials (of size cost / eps)
+    only to ~0.05 ulp / eps of L1 marginal error (costs of order 1): where that could exceed ``tol / 4`` (eps
+    below ~5e-8 / ``tol``) the solve runs in float64 and the coupling comes back in the cost's dtype, so the
+    coupling returned meets ``tol`` whenever no warning is given.
 
     Parameters
     ----------
@@ -316,18 +329,22 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
                 f"init potentials must have shapes {tuple(x_mask.shape)} and {tuple(y_mask.shape)}, got "
                 f"{tuple(init[0].shape)} and {tuple(init[1].shape)}"
             )
+    work = resolving_dtype(dtype, eps, tol)  # float64 at an eps too small for float32 to reach tol
     if cost.requires_grad and torch.is_grad_enabled():
         # grad="unrolled": plain log-domain iterations with out-of-place updates, differentiable step by step
         check_finite("cost", cost, x_mask.unsqueeze(2) & y_mask.unsqueeze(1))
         with fp32_region(cost):
-            coupling, log = _sinkhorn_autograd(cost.to(dtype), x_mask, y_mask, eps, max_iter, tol, check_every,
+            coupling, log = _sinkhorn_autograd(cost.to(work), x_mask, y_mask, eps, max_iter, tol, check_every,
                                                taus, reg_type)
     else:
         with fp32_region(cost):
             coupling, log = _sinkhorn_core(
-                cost.to(dtype), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
+                cost.to(work), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
                 eps_scaling, eps_init, stage_iter, newton_steps,
             )
+    if work != dtype:
+        coupling = coupling.to(dtype)
+        log = dict(log, **{k: log[k].to(dtype) for k in ("f", "g", "err")})
     if warn and log["capped"]:
         worst = float(log["err"].max())
         warnings.warn(
@@ -466,9 +483,10 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
     dtype, device = C.dtype, C.device
     mx, my = X.mask, Y.mask
     act_x, act_y = mx, my  # every utterance is active here
-    # rows are exact only up to rounding (float32: ~0.5 ulp of the total mass, seen at eps 0.01): the column error
-    # must end that much below tol for rows and columns together to stay within it
-    tol = tol - min(ROW_ROUNDING_ULPS * torch.finfo(dtype).eps, 0.5 * tol)
+    # rows are exact only up to rounding (float32: ~0.5 ulp of the total mass, seen at eps 0.01), and the final
+    # update recomputes the coupling with other roundings (~marginal_noise: potentials of size cost / eps): the
+    # column error must end that much below tol for the coupling returned, rows and columns together, to meet it
+    tol = tol - min(max(ROW_ROUNDING_ULPS * torch.finfo(dtype).eps, marginal_noise(dtype, eps)), 0.5 * tol)
     # Potentials phi = f / eps, psi = g / eps ("units of eps"), -inf on padding and on empty utterances, so
     # exp(phi_i + psi_j - C_ij / eps) is exactly 0 there without a masking pass.
     if init is None:

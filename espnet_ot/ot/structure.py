@@ -15,11 +15,11 @@ The entropic FGW solver needs two things from an edge matrix S of a sequence wit
 """
 
 import functools
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-from espnet_ot.ot._utils import bmv
+from espnet_ot.ot._utils import bmv, normalize_rows
 
 
 class Structure:
@@ -45,6 +45,11 @@ class Structure:
         """The structure of the utterances ``idx`` of the batch."""
         raise NotImplementedError
 
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(B, L): the batch size and the number of positions the structure covers."""
+        return tuple(self.mask.shape)
+
 
 class DenseStructure(Structure):
     """An explicit (B, L, L) edge matrix."""
@@ -56,6 +61,10 @@ class DenseStructure(Structure):
             )
         pair = (mask.unsqueeze(2) & mask.unsqueeze(1)).to(S.dtype)
         self.S = S * pair
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return tuple(self.S.shape[:2])
 
     def matmul(self, X):
         return torch.bmm(self.S.to(X.dtype), X)
@@ -153,8 +162,8 @@ class FeatureStructure(Structure):
         self.mask = mask
         m = mask.unsqueeze(2)
         x = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))  # padding may hold anything
-        # norms floored at 1e-6 as in the cosine cost: a zero vector gets a bounded gradient
-        self.xn = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-6)
+        # norms floored as in the cosine cost (relative to the utterance's largest): a zero row's gradient is bounded
+        self.xn = normalize_rows(x)
 
     def matmul(self, X):
         xn = self.xn.to(X.dtype)
@@ -188,7 +197,14 @@ class MixedStructure(Structure):
     def __init__(self, parts: Sequence[Structure], weights: Sequence[float]):
         if len(parts) != len(weights) or not parts:
             raise ValueError("MixedStructure needs as many weights as parts (at least one)")
+        shapes = [s.shape for s in parts]
+        if any(shape != shapes[0] for shape in shapes):
+            raise ValueError(f"MixedStructure needs parts over the same (B, L) positions, got {shapes}")
         self.parts, self.weights = list(parts), [float(w) for w in weights]
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.parts[0].shape
 
     def matmul(self, X):
         return sum(w * s.matmul(X) for s, w in zip(self.parts, self.weights))
@@ -209,13 +225,24 @@ class MixedStructure(Structure):
         return sum(w * m for m, w in zip(mats, self.weights))
 
 
-def as_structure(S, mask: torch.Tensor) -> Structure:
-    """Wrap a dense (B, L, L) tensor as a :class:`DenseStructure`; pass structures through."""
-    if isinstance(S, Structure):
-        return S
+def as_structure(S, mask: torch.Tensor, name: str = "structure", mask_name: str = "mask") -> Structure:
+    """Wrap a dense (B, L, L) tensor as a :class:`DenseStructure`; pass structures through. Either must cover the
+    (B, L) positions of ``mask``: one-line error naming the argument ``name`` (and ``mask_name``) otherwise."""
     if isinstance(S, torch.Tensor):
+        if S.dim() != 3 or S.shape[1] != S.shape[2] or tuple(S.shape[:2]) != tuple(mask.shape):
+            raise ValueError(
+                f"{name} must be a (B, L, L) matrix matching {mask_name} {tuple(mask.shape)}, got {tuple(S.shape)}: "
+                f"build it on the same positions as {mask_name}"
+            )
         return DenseStructure(S, mask)
-    raise TypeError(f"a structure must be a (B, L, L) tensor or a Structure, got {type(S).__name__}")
+    if not isinstance(S, Structure):
+        raise TypeError(f"{name} must be a (B, L, L) tensor or a Structure, got {type(S).__name__}")
+    if tuple(S.shape) != tuple(mask.shape):
+        raise ValueError(
+            f"{name} covers (B, L) = {tuple(S.shape)} positions but {mask_name} is {tuple(mask.shape)}: build "
+            f"{name} from the same mask (and features) as {mask_name}"
+        )
+    return S
 
 
 def temporal_structure(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

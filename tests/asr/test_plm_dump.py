@@ -445,3 +445,27 @@ def test_sigterm_during_a_dump_leaves_no_temporary_file_and_keeps_the_previous_d
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "stopped by signal" in err
     assert not list(out.glob("*.tmp*")) and (out / "feats.scp").read_text(encoding="utf-8") == before
+
+
+# ------------------------------------------------------------------ item 17: plm_max_length in the PLM branch
+
+
+def test_plm_max_length_below_cls_token_sep_is_named(tiny_plm_dir):
+    # plm_max_length 1 blamed the tokenizer's wrapping ([CLS] was cut)
+    for value in (1, 2, 0, -2):
+        with pytest.raises(ValueError, match=rf"^model_conf\.plm_max_length={value} must be an integer >= 3") as e:
+            PLMTextBranch(str(tiny_plm_dir), max_length=value)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^--plm_max_length=1 must be an integer >= 3"):
+        PLMTextBranch(str(tiny_plm_dir), max_length=1, field="--plm")
+
+
+def test_dump_with_plm_max_length_beyond_the_plm_is_named(tiny_plm_dir, tmp_path):
+    # a 41-token text and plm_max_length 1000 on a 24-position PLM: an "expanded size" RuntimeError of BERT
+    text = tmp_path / "text"
+    text.write_text("u1 " + "我们是中国人你好他说了大来" * 3 + "\n", encoding="utf-8")
+    argv = ["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "out", "--plm_max_length", "1000",
+            "--token_list", write_token_list(tmp_path / "tokens.txt", char_token_list())]
+    msg = dump_error(argv)
+    assert msg.startswith("--plm_max_length=1000 exceeds the 24 input positions of --plm="), msg
+    assert not (tmp_path / "out" / "feats.scp").exists()

@@ -2,11 +2,13 @@
 
 import math
 import random
+import warnings
 
 import pytest
 import torch
 
 from espnet_ot.ot import (
+    FeatureStructure,
     cosine_cost,
     fused_gromov_wasserstein,
     ot_alignment,
@@ -176,3 +178,70 @@ def test_random_bad_inputs_give_a_finite_result_or_a_named_error():
         assert (mass[~real] == 0).all(), kind
         pad = ~(m1.unsqueeze(2) & m2.unsqueeze(1))
         assert (r.coupling[pad] == 0).all(), kind
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_zero_frame_gets_a_gradient_bounded_by_the_feature_scale(method):
+    # a silent frame (all-zero features): its direction is undefined and the gradient of x / max(|x|, floor) there
+    # is I / floor; with the former absolute floor of 1e-6 it reached ~1e5 on unit-scale features
+    x, y, mx, my = batch([9, 6], [3, 2], D=32, seed=3)
+    x = x / x.norm(dim=-1, keepdim=True)  # unit-scale features
+    y = y / y.norm(dim=-1, keepdim=True)
+    x[0, 4] = 0.0
+    x = x.requires_grad_(True)
+    kw = dict(edges="mix") if method == "gmot" else {}  # feature edges normalise the frames too
+    ot_alignment(x, y, mx, my, method=method, eps=0.1, **kw).loss.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0, 4].norm() <= 1e3, float(x.grad[0, 4].norm())
+    # a frame above the floor is normalised exactly: the cost is the cosine, whatever the utterance's scale
+    for scale in (1e-5, 1.0, 1e5):
+        C = cosine_cost(scale * x.detach(), y, mx, my)
+        ref = 1.0 - torch.nn.functional.cosine_similarity(x.detach()[:, :, None], y[:, None], dim=-1, eps=1e-30)
+        real = (mx.unsqueeze(2) & my.unsqueeze(1)) & (x.detach().norm(dim=-1) > 0).unsqueeze(2)
+        assert torch.allclose(C[real], ref[real], atol=1e-6), scale
+        assert torch.equal(C[0, 4, :3], torch.ones(3))  # the zero frame: cost 1 to every token
+
+
+@pytest.mark.parametrize("which", ["struct_x", "struct_y"])
+def test_a_structure_over_other_positions_than_its_mask_is_named(which):
+    # a structure of 5 positions with a mask of 4 ran into a tensor-size RuntimeError
+    x, y, mx, my = batch([4], [3])
+    C = cosine_cost(x, y, mx, my)
+    wrong = torch.ones(1, 5, dtype=torch.bool)
+    good = {"struct_x": TemporalStructure(mx), "struct_y": TemporalStructure(my)}
+    mask = "x_mask" if which == "struct_x" else "y_mask"
+    for bad in (TemporalStructure(wrong), FeatureStructure(torch.randn(1, 5, 8), wrong), torch.rand(1, 5, 5)):
+        structs = dict(good, **{which: bad})
+        with pytest.raises(ValueError, match=rf"^{which} .*{mask}") as e:
+            fused_gromov_wasserstein(C, structs["struct_x"], structs["struct_y"], mx, my, 0.5, 0.1)
+        assert one_line(e)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("eps", [1e-5, 1e-6])
+def test_tiny_eps_reaches_the_tolerance_or_warns_with_the_error(method, eps):
+    # at eps 1e-5 / 1e-6 float32 cannot resolve the potentials (~ cost / eps): OT and TOT couplings came back
+    # 4e-4..7e-3 off their marginals against tol 1e-4, without a warning. The solve now runs in float64 there.
+    # The coupling returned (float32, like the inputs) meets tol, checked independently of the solver's report,
+    # or a warning gives the error reached (GM-OT's inner solves at eps 1e-5 reach max_iter)
+    g = torch.Generator().manual_seed(0)
+    B = 8 if method != "gmot" else 2
+    la, lt = torch.randint(60, 121, (B,), generator=g), torch.randint(5, 16, (B,), generator=g)
+    x, y = torch.randn(B, 120, 32, generator=g), torch.randn(B, 15, 32, generator=g)
+    mx, my = torch.arange(120)[None] < la[:, None], torch.arange(15)[None] < lt[:, None]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = ot_alignment(x, y, mx, my, method=method, eps=eps, tol=1e-4, gw_max_iter=3)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    P = r.coupling
+    assert P.dtype == torch.float32 and r.loss.dtype == torch.float32
+    col = (P.double().sum(1) - my.double() / lt[:, None]).abs().sum(-1)
+    row = (P.double().sum(2) - mx.double() / la[:, None]).abs().sum(-1)
+    if msgs:  # the error reported is that of the coupling returned, and the warning gives it
+        assert len(msgs) == 1 and f"{float(r.marginal_err.max()):.3g}" in msgs[0], msgs
+        assert torch.allclose(col, r.marginal_err.double(), atol=1e-6), (col, r.marginal_err)
+    else:
+        assert (col <= 1e-4).all() and (row <= 1e-4).all(), (col.max(), row.max())
+        assert (r.marginal_err <= 1e-4).all(), r.marginal_err
+    if method != "gmot":
+        assert not msgs, msgs

@@ -177,7 +177,7 @@ def test_ot_config_options_are_accepted_by_the_ot_core():
             assert set(conf["model_conf"].get("alignment_conf", {})) <= params, path
 
 
-def test_config_plm_helper_matches_the_model():
+def test_config_plm_helper_matches_the_model(monkeypatch, tiny_plm_dir):
     """local/config_plm.py names the same model, model_conf key and data key as espnet_ot's model."""
     from espnet_ot.asr import espnet_ot_model
 
@@ -190,10 +190,20 @@ def test_config_plm_helper_matches_the_model():
     assert config_plm.PLM_CONF_KEY in inspect.signature(espnet_ot_model.ESPnetOTModel.__init__).parameters
     assert config_plm.NO_OT_ALIGNMENT in espnet_ot_model.ALIGNMENTS
     tot = load(PAPER_CONF / "train_asr_tot_cakt.yaml")
+    # offline, a hub PLM that is not in the cache cannot be dumped: said before any stage
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache"):
+        config_plm.plm_options(tot)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # online it is checked when it is loaded
+        monkeypatch.delenv(var, raising=False)
     assert config_plm.plm_options(tot)["plm"] == "bert-base-chinese"
-    assert config_plm.plm_options(tot, "/x/plm")["plm"] == "/x/plm"
+    assert config_plm.plm_options(tot, str(tiny_plm_dir))["plm"] == str(tiny_plm_dir)
+    with pytest.raises(ValueError, match="model_conf.plm='/x/plm': no such directory"):  # the recipe needs its PLM
+        config_plm.plm_options(tot, "/x/plm")
     assert config_plm.plm_options(load(PAPER_CONF / "train_asr_ctc_conformer.yaml"))["plm"] == ""
     off = dict(tot, model_conf=dict(tot["model_conf"], alignment="none"))
+    with pytest.raises(ValueError, match="alignment_conf.eps: not used by model_conf.alignment 'none'"):
+        config_plm.plm_options(off)  # as the model says when it is built
+    off["model_conf"].pop("alignment_conf")
     assert config_plm.plm_options(off)["plm"] == ""
     with pytest.raises(ValueError, match="model_conf.plm"):
         config_plm.plm_options(dict(tot, model_conf=dict(tot["model_conf"], plm=None)))

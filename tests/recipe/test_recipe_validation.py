@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from helpers import REPO
+from helpers import PYTHON, REPO, offline_env
 from test_recipe import _espnet_checkout, copy_recipe, recipe_env
 
 
@@ -125,3 +125,49 @@ def _ci() -> bool:
 def test_run_sh_still_parses():
     for script in ("run.sh", "run_toy.sh"):
         subprocess.run(["bash", "-n", str(REPO / "egs2" / "aishell_ot" / "asr1" / script)], check=True)
+
+
+# ---------------------------------------------------------------- local/config_plm.py: the model's own checks, first
+
+CONFIG_PLM = REPO / "egs2" / "aishell_ot" / "asr1" / "local" / "config_plm.py"
+
+
+def _config_plm(tmp_path, model_conf, *args, plm=None):
+    """Run local/config_plm.py on the paper's TOT config with model_conf changed; (returncode, stderr lines)."""
+    import yaml
+
+    conf = yaml.safe_load((REPO / "egs2/aishell_ot/asr1/conf/train_asr_tot_cakt.yaml").read_text(encoding="utf-8"))
+    conf["model_conf"] = model_conf(conf["model_conf"]) if callable(model_conf) else model_conf
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(conf), encoding="utf-8")
+    argv = ["--config", str(path), *args] + (["--plm", str(plm)] if plm else [])
+    res = subprocess.run([PYTHON, str(CONFIG_PLM), *argv], cwd=tmp_path, env=offline_env(), capture_output=True,
+                         text=True, timeout=300)
+    return res.returncode, res.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("model_conf, message", [
+    (lambda c: dict(c, ot_wieght=1.0), "model_conf.ot_wieght: unknown key (did you mean ot_weight?)"),
+    (lambda c: dict(c, plm_layer="abc"), "model_conf.plm_layer='abc' is not an integer"),
+    (lambda c: dict(c, plm_layer=99), "model_conf.plm_layer=99 is out of range for model_conf.plm="),
+    (lambda c: dict(c, band=-1), "model_conf.band=-1.0 must be in (0, 1]"),
+    (["alignment", "tot"], "model_conf must be a mapping of option: value"),
+])
+def test_config_plm_checks_the_model_conf_before_any_stage(tiny_plm_dir, tmp_path, model_conf, message):
+    # a typo'd key passed (rc 0) and failed at stage 11 after the whole PLM dump; plm_layer abc or a model_conf
+    # list gave a traceback
+    rc, lines = _config_plm(tmp_path, model_conf, "--output", str(tmp_path / "out.yaml"), plm=tiny_plm_dir)
+    assert rc != 0 and len(lines) == 1, lines
+    assert f": {message}" in lines[0], lines
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_config_plm_check_only_names_a_missing_plm_directory(tiny_plm_dir, tmp_path):
+    # run.sh calls it with --check_only true before stage 1: nothing written, rc 0 for a good config
+    rc, lines = _config_plm(tmp_path, lambda c: dict(c, ctc_lambda="3e-1"), "--check_only", "true", plm=tiny_plm_dir)
+    assert rc == 0 and lines == [] and sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"], lines
+    rc, lines = _config_plm(tmp_path, lambda c: c, "--check_only", "true", plm=tmp_path / "no_plm")
+    assert rc != 0 and len(lines) == 1, lines
+    assert f"model_conf.plm={str(tmp_path / 'no_plm')!r}: no such directory" in lines[0], lines
+    rc, lines = _config_plm(tmp_path, lambda c: c, "--check_only", "true", plm=tmp_path)
+    assert rc != 0 and "has no config.json" in lines[0], lines

@@ -38,6 +38,10 @@ local/check_options.sh "$0" asr.sh -- "${passthrough[@]}"   # the others must be
 . ./path.sh
 local/check_tools.sh "${python}" "${stage}" "${stop_stage}" "${speed_perturb_factors}" "${skip_eval}"
 [ -f "${asr_config}" ] || { echo "$0: --asr_config ${asr_config} does not exist" >&2; exit 1; }
+# its model_conf (the model's own checks, the PLM's config.json included) now, not after the data stages
+if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+    ${python} local/config_plm.py --config "${asr_config}" --plm "${plm}" --check_only true
+fi
 
 opts=(--lang "${lang}" --token_type "${token_type}" --nbpe "${nbpe}" --bpemode "${bpemode}" --nj "${nj}"
       --ngpu "${ngpu}" --python "${python}" --dumpdir "${dumpdir}" --train_set "${train_set}"

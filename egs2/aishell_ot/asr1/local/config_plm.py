@@ -3,6 +3,7 @@
 
 import argparse
 import hashlib
+import inspect
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -10,35 +11,52 @@ from typing import List, Optional, Sequence
 import yaml
 from espnet2.utils.types import str2bool
 
+from espnet_ot.asr.model_config import as_model_conf, check_model_conf
 from espnet_ot.asr.plm import PLM_CONF_KEY
 from espnet_ot.asr.plm import PLM_FEATS_KEY as PLM_DATA_KEY
+from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.ot.config import DEFAULT_METHOD
 from espnet_ot.ot.config import NO_ALIGNMENT as NO_OT_ALIGNMENT
-from espnet_ot.ot.config import AlignmentConfig
-from espnet_ot.tasks.registration import MODEL_NAME
+from espnet_ot.tasks.registration import MODEL_NAME, POSTENCODER_NAME
 from espnet_ot.toy.experiment import write_variant
 from espnet_ot.toy.world import plm_width
 
 
 def plm_options(config: dict, override: str = "") -> dict:
-    """PLM, layer and max length that training with this config needs (plm "" when it needs no PLM)."""
+    """PLM, layer and max length that training with this config needs (plm "" when it needs no PLM).
+
+    The whole model_conf is checked first, by the model's own checks (espnet_ot/asr/model_config.py): unknown
+    keys, numbers, ranges, the OT options, and the PLM's config.json against plm_layer, plm_max_length and the
+    adapter's width; a local PLM directory must exist. Errors are one line naming the field.
+    """
     if config.get("model") != MODEL_NAME:
         return dict(plm="", plm_layer=-1, plm_max_length=None)
-    conf = config.get("model_conf") or {}
-    alignment = conf.get("alignment", DEFAULT_METHOD)
-    if alignment == NO_OT_ALIGNMENT:
+    conf = as_model_conf(config.get("model_conf"))
+    if override:
+        conf[PLM_CONF_KEY] = override
+    conf = check_model_conf(conf, plm_dim=adapter_width(config, conf.get(PLM_CONF_KEY)), plm_required=True)
+    if conf.get("alignment", DEFAULT_METHOD) == NO_OT_ALIGNMENT:
         return dict(plm="", plm_layer=-1, plm_max_length=None)
-    AlignmentConfig.from_conf(alignment, conf.get("alignment_conf"))  # fail now, not at the first batch
-    name = str(override or conf.get(PLM_CONF_KEY) or "")
+    name = str(conf.get(PLM_CONF_KEY) or "")
     if not name:
         raise ValueError(f"model_conf.{PLM_CONF_KEY} is empty: set it in the YAML or pass --plm NAME_OR_DIR")
     if any(c.isspace() for c in name):
         raise ValueError(f"model_conf.{PLM_CONF_KEY}={name!r} contains whitespace; use a path without spaces")
-    return dict(
-        plm=name,
-        plm_layer=int(conf.get("plm_layer", -1)),
-        plm_max_length=conf.get("plm_max_length"),
+    return dict(plm=name, plm_layer=conf.get("plm_layer", -1), plm_max_length=conf.get("plm_max_length"))
+
+
+def adapter_width(config: dict, plm: Optional[str]) -> Optional[int]:
+    """The adapter's plm_dim that stage 11 will train with (None: not a cakt_adapter, or set from the PLM's own
+    config.json by :func:`stage_config`, so it matches by construction)."""
+    if config.get("postencoder") != POSTENCODER_NAME:
+        return None
+    post = config.get("postencoder_conf")
+    if isinstance(post, dict) and plm and (Path(plm) / "config.json").is_file():
+        return None
+    width = (post if isinstance(post, dict) else {}).get(
+        "plm_dim", inspect.signature(CAKTAdapter.__init__).parameters["plm_dim"].default
     )
+    return width if isinstance(width, int) and not isinstance(width, bool) else None
 
 
 def feats_dir(root: Path, opts: dict) -> Path:
@@ -47,10 +65,18 @@ def feats_dir(root: Path, opts: dict) -> Path:
     return root / f"{Path(opts['plm'].rstrip('/')).name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def read_config(path: Path) -> dict:
+    """The training YAML as a dict (empty file: {}); ValueError unless it is a mapping."""
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"the YAML must be a mapping of option: value, got {type(config).__name__}")
+    return config
+
+
 def stage_config(args: argparse.Namespace) -> List[str]:
     """Write args.output; return the options of local/dump_plm_feats.sh naming the PLM and its out_dir ([]: none)."""
-    with open(args.config, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
+    config = read_config(args.config)
     opts = plm_options(config, args.plm)
     patch: dict = {}
     dump_args: List[str] = []
@@ -77,15 +103,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write --output; print the dump options (nothing when the config needs no PLM features)."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", type=Path, required=True, help="training YAML given to run.sh --asr_config")
-    p.add_argument("--output", type=Path, required=True, help="the YAML for asr.sh stage 11 (same file name)")
+    p.add_argument("--output", type=Path, help="the YAML for asr.sh stage 11 (same file name)")
     p.add_argument("--plm", default="", help="PLM given on the command line (overrides model_conf.plm)")
     p.add_argument("--plm_feats", type=str2bool, default=True, help="false: the model runs the PLM in training")
     p.add_argument("--token_type", default="char", help="asr.sh --token_type (the PLM branch's detokenizer)")
     p.add_argument("--feats_root", type=Path, default=Path("dump/plm"), help="where the PLM dumps live")
     p.add_argument("--train_dir", type=Path, default=Path("train"), help="asr.sh's dumped training set")
     p.add_argument("--valid_dir", type=Path, default=Path("dev"), help="asr.sh's dumped validation set")
+    p.add_argument("--check_only", type=str2bool, default=False,
+                   help="only check the config's model_conf (run.sh, before stage 1); writes nothing")
     args = p.parse_args(argv)
+    if args.output is None and not args.check_only:
+        p.error("--output is required (unless --check_only true)")
     try:
+        if args.check_only:
+            plm_options(read_config(args.config), args.plm)
+            return
         print(" ".join(stage_config(args)))
     except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
         sys.exit(f"{sys.argv[0]}: --config {args.config}: {e}")
