@@ -1,5 +1,6 @@
 """Tests of the recipe egs2/aishell_ot/asr1: static checks always, the toy shell smoke when ESPnet's TEMPLATE exists."""
 
+import argparse
 import inspect
 import os
 import re
@@ -640,3 +641,30 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MODEL ESPnetOTModel CAKTAdapter" in res.stdout, res.stdout
     assert "HYP " in res.stdout
+
+
+def test_config_plm_adds_the_soft_label_dump_for_the_distillation(tmp_path, tiny_plm_dir):
+    """With model_conf.distill_weight > 0 the PLM stage dumps the soft labels beside Z_L and training reads both."""
+    sys.path.insert(0, str(RECIPE / "local"))
+    try:
+        import config_plm
+    finally:
+        sys.path.pop(0)
+    args = argparse.Namespace(config=RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml",
+                              output=tmp_path / "stage11.yaml", plm=str(tiny_plm_dir), plm_feats=True,
+                              token_type="char", feats_root=tmp_path / "plm", train_dir=Path("dump/raw/train_sp"),
+                              valid_dir=Path("dump/raw/dev"))
+    dumps = config_plm.stage_config(args)
+    assert len(dumps) == 2 and dumps[0][0] == "--plm" and dumps[1][:2] == ["--kind", "mlm_soft_labels"]
+    z_dir, soft_dir = Path(dumps[0][-1]), Path(dumps[1][-1])
+    assert soft_dir != z_dir
+    written = load(args.output)
+    assert written["model_conf"]["distill_weight"] == 1.0
+    assert written["train_data_path_and_name_and_type"] == [
+        [str(z_dir / "train_sp" / "feats.scp"), "plm_feats", "kaldi_ark"],
+        [str(soft_dir / "train_sp" / "feats.scp"), "plm_soft_labels", "kaldi_ark"]]
+    args.config = RECIPE / "conf" / "train_asr_tot_cakt.yaml"  # the papers' model: Z_L only
+    assert len(config_plm.stage_config(args)) == 1
+    args.config, args.plm_feats = RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml", False
+    with pytest.raises(ValueError, match="distill_weight > 0 reads dumped soft labels"):
+        config_plm.stage_config(args)

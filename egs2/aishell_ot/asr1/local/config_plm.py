@@ -17,6 +17,7 @@ from espnet_ot.asr.plm import PLM_FEATS_KEY as PLM_DATA_KEY
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.ot.config import DEFAULT_METHOD
 from espnet_ot.ot.config import NO_ALIGNMENT as NO_OT_ALIGNMENT
+from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.tasks.registration import MODEL_NAME, POSTENCODER_NAME
 from espnet_ot.toy.experiment import write_variant
 from espnet_ot.toy.world import plm_width
@@ -42,7 +43,8 @@ def plm_options(config: dict, override: str = "") -> dict:
         raise ValueError(f"model_conf.{PLM_CONF_KEY} is empty: set it in the YAML or pass --plm NAME_OR_DIR")
     if any(c.isspace() for c in name):
         raise ValueError(f"model_conf.{PLM_CONF_KEY}={name!r} contains whitespace; use a path without spaces")
-    return dict(plm=name, plm_layer=conf.get("plm_layer", -1), plm_max_length=conf.get("plm_max_length"))
+    return dict(plm=name, plm_layer=conf.get("plm_layer", -1), plm_max_length=conf.get("plm_max_length"),
+                distill=float(conf.get("distill_weight", 0.0)) > 0.0)
 
 
 def adapter_width(config: dict, plm: Optional[str]) -> Optional[int]:
@@ -74,33 +76,44 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def stage_config(args: argparse.Namespace) -> List[str]:
-    """Write args.output; return the options of local/dump_plm_feats.sh naming the PLM and its out_dir ([]: none)."""
+def stage_config(args: argparse.Namespace) -> List[List[str]]:
+    """Write args.output; return the options of local/dump_plm_feats.sh for each dump the training reads.
+
+    The first names the PLM and the out_dir of Z_L; with model_conf.distill_weight > 0 a second one, starting with
+    ``--kind mlm_soft_labels`` (an option of dump_plm_feats, for --dump_opts), dumps the soft labels. [] when none.
+    """
     config = read_config(args.config)
     opts = plm_options(config, args.plm)
     patch: dict = {}
-    dump_args: List[str] = []
+    dumps: List[List[str]] = []
     if opts["plm"]:
         patch["model_conf"] = {PLM_CONF_KEY: opts["plm"], "token_type": args.token_type}
         if isinstance(config.get("postencoder_conf"), dict) and (Path(opts["plm"]) / "config.json").is_file():
             # a local PLM (e.g. a toy PLM of any width): the adapter's output follows its hidden size
             patch["postencoder_conf"] = {"plm_dim": plm_width(Path(opts["plm"]))}
+        if opts["distill"] and not args.plm_feats:
+            raise ValueError("model_conf.distill_weight > 0 reads dumped soft labels: use --plm_feats true")
         if args.plm_feats:
             out = feats_dir(args.feats_root, opts)
-            dump_args = ["--plm", opts["plm"], "--plm_layer", str(opts["plm_layer"])]
+            plm_args = ["--plm", opts["plm"], "--plm_layer", str(opts["plm_layer"])]
             if opts["plm_max_length"] is not None:
-                dump_args += ["--plm_max_length", str(int(opts["plm_max_length"]))]
-            dump_args.append(str(out))
+                plm_args += ["--plm_max_length", str(int(opts["plm_max_length"]))]
+            keys = [(out, PLM_DATA_KEY)]
+            dumps.append(plm_args + [str(out)])
+            if opts["distill"]:
+                soft = out.with_name(out.name + "_soft_labels")
+                keys.append((soft, SOFT_LABELS_KEY))
+                dumps.append(["--kind", "mlm_soft_labels"] + plm_args + [str(soft)])
             patch["allow_variable_data_keys"] = True
             for mode, data in (("train", args.train_dir), ("valid", args.valid_dir)):
-                patch[f"{mode}_data_path_and_name_and_type"] = [[str(out / data.name / "feats.scp"), PLM_DATA_KEY,
-                                                                 "kaldi_ark"]]
+                patch[f"{mode}_data_path_and_name_and_type"] = [[str(d / data.name / "feats.scp"), key, "kaldi_ark"]
+                                                                for d, key in keys]
     write_variant(args.config, patch, args.output, note="local/config_plm.py")
-    return dump_args
+    return dumps
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Write --output; print the dump options (nothing when the config needs no PLM features)."""
+    """Write --output; print the options of each dump, tab-separated, one line each (nothing: no dump)."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", type=Path, required=True, help="training YAML given to run.sh --asr_config")
     p.add_argument("--output", type=Path, help="the YAML for asr.sh stage 11 (same file name)")
@@ -119,7 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.check_only:
             plm_options(read_config(args.config), args.plm)
             return
-        print(" ".join(stage_config(args)))
+        for dump in stage_config(args):  # one line per dump (local/plm_feats.sh reads them)
+            print(" ".join(dump))
     except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
         sys.exit(f"{sys.argv[0]}: --config {args.config}: {e}")
 

@@ -3,8 +3,8 @@
 #
 # Usage: local/plm_feats.sh [options] <asr_config>
 # Writes the training config of stage 11, dump/plm/conf/<name of asr_config> (local/config_plm.py: the YAML plus
-# model_conf.plm and the data key plm_feats), dumps Z_L of the frozen PLM once for asr.sh's dumped training and
-# validation sets (local/dump_plm_feats.sh, reused while nothing changed), and prints that config's path.
+# model_conf.plm and the data key plm_feats, and plm_soft_labels with model_conf.distill_weight > 0), dumps Z_L
+# (and the soft labels) of the frozen PLM once for asr.sh's dumped training and validation sets (local/dump_plm_feats.sh, reused while nothing changed), and prints that config's path.
 # The options are run.sh's (and asr.sh's) of the same names; all logs go to stderr.
 set -euo pipefail
 exec 3>&1 1>&2
@@ -43,15 +43,23 @@ case "${token_type}" in
 esac
 
 train_config="${dumpdir}/plm/conf/$(basename "${asr_config}")"
-# the options of local/dump_plm_feats.sh naming the PLM and the out_dir ("" when the config has no OT branch)
-dump_args=$(${python} local/config_plm.py --config "${asr_config}" --output "${train_config}" --plm "${plm}" \
+# the options of local/dump_plm_feats.sh naming the PLM and the out_dir, one line per dump (none when the config
+# has no OT branch): Z_L, then, with model_conf.distill_weight > 0, the soft labels (a line starting --kind ...)
+dumps=$(${python} local/config_plm.py --config "${asr_config}" --output "${train_config}" --plm "${plm}" \
     --plm_feats "${plm_feats}" --token_type "${token_type}" --feats_root "${dumpdir}/plm" \
     --train_dir "${train_dir}" --valid_dir "${valid_dir}")
-if [ -n "${dump_args}" ]; then
+mapfile -t dump_lines <<< "${dumps}"
+for line in "${dump_lines[@]}"; do
+    [ -n "${line}" ] || continue
+    read -r -a dump_args <<< "${line}"
+    kind_opts=
+    if [ "${dump_args[0]}" = --kind ]; then
+        kind_opts="--kind ${dump_args[1]}"
+        dump_args=("${dump_args[@]:2}")
+    fi
     [ -n "${plm_nj}" ] || { if [ "${ngpu}" -gt 0 ]; then plm_nj=1; else plm_nj="${nj}"; fi; }
-    # shellcheck disable=SC2086
     local/dump_plm_feats.sh --python "${python}" --nj "${plm_nj}" --ngpu "$((ngpu > 0 ? 1 : 0))" \
-        --token_type "${token_type}" --token_list "${token_list}" --bpemodel "${bpemodel}" --dump_opts "${dump_opts}" \
-        ${dump_args} "${train_dir}" "${valid_dir}"
-fi
+        --token_type "${token_type}" --token_list "${token_list}" --bpemodel "${bpemodel}" \
+        --dump_opts "${dump_opts}${kind_opts:+ ${kind_opts}}" "${dump_args[@]}" "${train_dir}" "${valid_dir}"
+done
 echo "${train_config}" >&3
