@@ -27,6 +27,9 @@ PLM_FIELD = "--plm"
 Z_L_KINDS = ("contextual", "masked", "context_free")
 SOFT_LABEL_KINDS = ("mlm_soft_labels", "identity_soft_labels")
 KINDS = Z_L_KINDS + SOFT_LABEL_KINDS
+# default share of a text's tokens that may be <unk> in the CTC token list before the dump refuses it: a few
+# characters unseen in training are normal in a dev set (training maps them to <unk> too); more means the wrong list
+MAX_UNK_SHARE = 0.05
 
 
 class DumpError(ValueError):
@@ -149,6 +152,7 @@ def dump_plm_feats(
     cleaner: Optional[str] = None, token_hf_model: Optional[str] = None, plm_layer: int = -1,
     plm_max_length: Optional[int] = None, kind: str = "contextual", means_text: Optional[Path] = None,
     top_k: int = 16, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
+    max_unk_share: float = MAX_UNK_SHARE,
 ) -> Tuple[int, Path]:
     """Write <output_dir>/<name>.ark and .scp, one matrix per utterance of ``text`` (rows: [CLS] y [SEP]).
 
@@ -190,7 +194,7 @@ def dump_plm_feats(
             raise DumpError(f"--token_list {token_list}: empty; give the CTC token list of training")
         to_ids = text_to_ids_fn(tokens, token_type, bpemodel, cleaner, non_linguistic_symbols)
         detok = branch.detokenizer(tokens, token_type, token_hf_model or None)
-        check_unknown(utts, to_ids, tokens, token_list, token_type)
+        check_unknown(utts, to_ids, tokens, token_list, token_type, max_unk_share)
         to_plm_text = lambda utt, t: detok(to_ids(utt, t))  # noqa: E731
     texts = [to_plm_text(u, t) for u, t in utts]
 
@@ -224,14 +228,11 @@ def dump_plm_feats(
     return n, scp
 
 
-# share of a text's tokens that may be <unk> in the CTC token list before the dump refuses it: a few characters
-# unseen in training are normal in a dev set (training maps them to <unk> too); more means the wrong token list
-MAX_UNK_SHARE = 0.01
 
 
 def check_unknown(utts: Sequence[Tuple[str, str]], to_ids: Callable[[str, str], List[int]], tokens: List[str],
-                  token_list: Path, token_type: str = "char") -> None:
-    """Refuse a token list that lacks more than MAX_UNK_SHARE of the text's tokens (naming them); warn below.
+                  token_list: Path, token_type: str = "char", max_share: float = MAX_UNK_SHARE) -> None:
+    """Refuse a token list that lacks more than ``max_share`` of the text's tokens (naming them); warn below.
 
     With a char token list the missing characters are named, otherwise the utterances with an <unk>.
     """
@@ -252,10 +253,11 @@ def check_unknown(utts: Sequence[Tuple[str, str]], to_ids: Callable[[str, str], 
         return
     share = sum(missing.values()) / max(1, n_tokens)
     names = " ".join(sorted(missing, key=lambda c: -missing[c])[:10])
-    if share > MAX_UNK_SHARE:
+    if share > max_share:
         raise DumpError(
             f"--token_list {token_list}: lacks {len(missing)} tokens of the text ({names} ...; {100 * share:.1f}% "
-            "of its tokens would become <unk>); give the token list the model is trained with"
+            "of its tokens would become <unk>); give the token list the model is trained with (or raise "
+            "--max_unk_share for a held-out set with many unseen characters)"
         )
     logging.warning(f"{len(missing)} tokens of the text are not in {token_list} and become <unk> as in "
                     f"training: {names}")

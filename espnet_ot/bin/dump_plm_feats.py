@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 from espnet2.utils.types import str_or_none
 
 from espnet_ot.asr.plm import PLMNotFoundError
-from espnet_ot.asr.plm_dump import KINDS, DumpError, dump_plm_feats
+from espnet_ot.asr.plm_dump import KINDS, MAX_UNK_SHARE, DumpError, dump_plm_feats
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--means_text", type=Path, default=None,
                    help="with --kind context_free: the transcripts (training set) whose mean Z_L per token is used")
     p.add_argument("--top_k", type=int, default=16, help="with the soft-label kinds: tokens kept per position")
+    p.add_argument("--max_unk_share", type=float, default=MAX_UNK_SHARE,
+                   help="with --token_list: the share of the text's tokens that may be missing from it (become <unk>, "
+                   "as in training) before the dump refuses the token list as the wrong one")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

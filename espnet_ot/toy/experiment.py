@@ -131,6 +131,8 @@ class ToyExperiment:
                "--kind", DUMPED_KINDS[kind]]
         if kind == "plm_context_free":  # each row its token's mean Z_L over the training transcripts
             cmd += ["--means_text", self.data / "train" / "text"]
+        if split != "train":  # characters unseen in training become <unk> in held-out sets, as in training
+            cmd += ["--max_unk_share", "1"]
         run_logged(cmd, out / "dump.log", self.console, self.env(), f"{kind} {split}")
         import kaldiio
 

@@ -75,9 +75,12 @@ def sample_size(sd: float, target: float = TARGET_HALF_WIDTH, n_min: int = N_MIN
 class TransferStudy:
     """Runs (resumably) the protocol's trainings and writes its report (dev while running, test at --final)."""
 
-    def __init__(self, x: ToyExperiment, conf_dir: Path, jobs: int = 2, console: Optional[Console] = None):
-        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: conf/demo."""
+    def __init__(self, x: ToyExperiment, conf_dir: Path, jobs: int = 2, console: Optional[Console] = None,
+                 train_args: Sequence[str] = ()):
+        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: conf/demo; train_args: extra
+        asr_train options of every training (the test suite's tiny models)."""
         self.x = x
+        self.train_args = list(train_args)
         self.conf_dir = Path(conf_dir)
         self.jobs = jobs
         self.console = console or Console("transfer")
@@ -111,7 +114,7 @@ class TransferStudy:
                   for s in ("train", "dev")]
         for w in sorted({w for w, _ in replicates(n)}):
             run = self.warm_run(w)
-            tasks += [Task(f"train warm{w}", lambda r=run: x.train(r), ["stats"]),
+            tasks += [Task(f"train warm{w}", lambda r=run: x.train(r, self.train_args), ["stats"]),
                       Task(f"decode warm{w}", lambda r=run: x.decode(r, ["dev"]), [f"train warm{w}"])]
         for i, (w, s) in enumerate(replicates(n)):
             for key in arms:
@@ -119,7 +122,7 @@ class TransferStudy:
                 deps = ["stats", f"train warm{w}", f"dump {run.feats} train", f"dump {run.feats} dev"]
                 if run.soft_labels:
                     deps += [f"dump {run.soft_labels} train", f"dump {run.soft_labels} dev"]
-                tasks += [Task(f"train {run.name}", lambda r=run: x.train(r), deps),
+                tasks += [Task(f"train {run.name}", lambda r=run: x.train(r, self.train_args), deps),
                           Task(f"decode {run.name}", lambda r=run: self.decode_dev(r), [f"train {run.name}"])]
         run_tasks(tasks, self.jobs, self.console)
 

@@ -73,3 +73,39 @@ def test_paired_comparison_is_the_t_interval_of_the_per_replicate_differences():
     assert got["t_ci95"] == pytest.approx([low, high])
     same = paired_comparison(a, a)
     assert same["bootstrap_ci95"] == [0.0, 0.0] and same["mean"] == 0.0
+
+
+def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
+    """The tiny toy world through the whole protocol path: warm start, dumps (context-free Z_L, soft labels and
+    their one-hot control), arms fine-tuned from the warm start (--init_param), dev decodes, records, report;
+    test only with final()."""
+    import json
+
+    from espnet_ot.bin.demo import TINY_TRAIN_ARGS
+    from espnet_ot.toy.jobs import Console
+    from espnet_ot.toy.transfer import transfer_markdown
+    from espnet_ot.toy.world import TINY_CORPUS, TINY_PLM, build_corpus, build_plm, plm_width
+
+    console = Console("tiny")
+    corpus = build_corpus(tmp_path / "world" / "corpus", TINY_CORPUS, console)
+    plm = build_plm(tmp_path / "world" / "plm", corpus, TINY_PLM, console, threads=1)
+    x = ToyExperiment(tmp_path / "out", corpus, plm, plm_width(plm), threads=1, console=console)
+    study = TransferStudy(x, REPO / "conf" / "demo", jobs=2, console=console, train_args=TINY_TRAIN_ARGS)
+    arms = ["A", "C", "E", "E0"]
+    study.train(arms, 1)
+    summary = study.report(arms, 1)
+    for key in arms:
+        assert summary["arms"][key]["dev_cer"][0] is not None and summary["arms"][key]["test_cer"] == [None]
+    run = study.arm_run("E", 1, 1)
+    log = (x.run_dir(run) / "train.log").read_text(encoding="utf-8")
+    assert "--init_param" in log and str(x.model_file(study.warm_run(1))) in log
+    assert "loss_distill" in summary["arms"]["E"]["final_valid_stats"][0]
+    assert "pool_peak" in summary["arms"]["E"]["final_valid_stats"][0]
+    assert "loss_distill" not in summary["arms"]["A"]["final_valid_stats"][0]
+    assert set(json.loads((x.out / "records.json").read_text())) == {f"arms/{k}/w1_s1" for k in arms}
+    assert summary["comparisons"] == {} and "E-A" in summary["dev_comparisons"]
+    assert "Test not decoded yet" in transfer_markdown(summary)
+    study.final(arms, 1)
+    summary = study.report(arms, 1)
+    assert summary["arms"]["E"]["test_cer"][0] is not None and "E-E0" in summary["comparisons"]
+    assert "Paired differences on test" in transfer_markdown(summary)
