@@ -48,7 +48,7 @@ def build_plm(dst: Path, corpus: Path, options: Dict[str, Any], console: Console
     cmd = [sys.executable, "-m", "espnet_ot.bin.pretrain_toy_plm", "--out", dst, "--corpus", corpus,
            *_flags(options), "--threads", str(threads), "--force"]
     run_logged(cmd, dst.parent / "log" / "plm.log", console, job_env(threads), "plm",
-               echo=lambda l: l.startswith("pretrain_toy_plm:") and any(k in l for k in ("accuracy", "reusing", " step "))
+               echo=lambda l: l.startswith("pretrain_toy_plm:") and any(k in l for k in ("accuracy", "reusing", " step ")))
     return dst
 
 
