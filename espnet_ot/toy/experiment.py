@@ -1,20 +1,17 @@
 """The toy experiment's steps on ESPnet's own trainer: data dirs, PLM features, stats, training, decoding, scoring."""
 
-import copy
-import json
 import random
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import yaml
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
+from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401 (re-exported: toy.study, toy.transfer)
 
 CRITERION = "valid.cer_ctc"
 # the toy's PLM data kinds -> dump_plm_feats --kind (plm_shuffled is derived from plm by shuffle_feats)
@@ -42,29 +39,6 @@ class Run:
     feats: Optional[str] = None
     soft_labels: Optional[str] = None
     init: Optional[Path] = None
-
-
-def deep_update(base: Dict[str, Any], patch: Mapping[str, Any]) -> Dict[str, Any]:
-    """A copy of base with patch merged in, recursively for nested mappings."""
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_update(dict(out[key]), value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def write_variant(base: Path, patch: Mapping[str, Any], dst: Path, note: str = "") -> Path:
-    """Write base (an ESPnet YAML config) with patch merged in to dst, with a comment line naming both."""
-    conf = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
-    merged = deep_update(conf, patch)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    head = f"# {note or 'variant'}: {Path(base).name} + {json.dumps(patch, sort_keys=True)}\n"
-    text = head + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
-    if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
-        dst.write_text(text, encoding="utf-8")
-    return dst
 
 
 def shuffle_within_length(lengths: Mapping[str, int], seed: int) -> Dict[str, str]:

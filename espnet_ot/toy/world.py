@@ -1,12 +1,12 @@
 """The toy world shared by the demo, the sweep and the study: its corpus and PLM options, built once and cached."""
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Dict
 
 from espnet_ot.toy.jobs import Console, job_env, run_logged
+from espnet_ot.utils.config_files import plm_width  # noqa: F401 (re-exported)
 
 # Monotone speakers (eSpeak pitch range 0): the lexical tones are not in the pitch, so telling same-syllable
 # characters apart takes context, which is what a language model knows. Sentences of 8-20 characters (AISHELL-1
@@ -51,7 +51,3 @@ def build_plm(dst: Path, corpus: Path, options: Dict[str, Any], console: Console
                echo=lambda l: l.startswith("pretrain_toy_plm:") and any(k in l for k in ("accuracy", "reusing", " step ")))
     return dst
 
-
-def plm_width(plm: Path) -> int:
-    """Hidden size of a saved PLM (config.json)."""
-    return int(json.loads((Path(plm) / "config.json").read_text(encoding="utf-8"))["hidden_size"])

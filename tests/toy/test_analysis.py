@@ -9,7 +9,6 @@ import editdistance
 import numpy as np
 import pytest
 import torch
-import yaml
 from helpers import make_tiny_bert
 
 from espnet_ot.toy import bootstrap, errors, experiment, probe
@@ -173,16 +172,6 @@ def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_pat
         assert lengths[donor] == lengths[utt], (utt, donor)
         assert (donor == utt) == (utt == "c1"), (utt, donor)
     assert "1 of 6" in note
-
-
-def test_variant_config_merges_the_patch_deeply(tmp_path):
-    base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
-                                    "max_epoch": 5}))
-    dst = experiment.write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
-    conf = yaml.safe_load(dst.read_text())
-    assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}
-    assert yaml.safe_load(base.read_text())["model_conf"]["alignment_conf"]["eps"] == 0.1
 
 
 # ------------------------------------------------------------------------------------------ probe

@@ -1,4 +1,4 @@
-"""espnet_ot.utils: progress reporting of long loops and the CJK font of the pictures."""
+"""espnet_ot.utils: progress reporting of long loops, the CJK font of the pictures and config-file helpers."""
 
 import io
 import re
@@ -6,10 +6,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import IN_CI
 
 from espnet_ot.utils import fonts
+from espnet_ot.utils.config_files import plm_width, write_variant
 from espnet_ot.utils.progress import Progress, progress
 
 # ------------------------------------------------------------------------------------------- progress
@@ -141,3 +143,20 @@ def test_font_override_must_be_a_cjk_font(monkeypatch, tmp_path):
     assert not fonts.covers_cjk(str(dejavu))
     if IN_CI or _system_cjk_font_files():
         assert any(fonts.covers_cjk(p) for p in _system_cjk_font_files())
+
+
+# ------------------------------------------------------------------------------------------- config files
+def test_variant_config_merges_the_patch_deeply(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
+                                    "max_epoch": 5}))
+    dst = write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
+    conf = yaml.safe_load(dst.read_text())
+    assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}
+    assert yaml.safe_load(base.read_text())["model_conf"]["alignment_conf"]["eps"] == 0.1
+    assert dst.read_text().splitlines()[0] == '# v: base.yaml + {"model_conf": {"alignment_conf": {"eps": 0.3}}}'
+
+
+def test_plm_width_reads_the_hidden_size_of_a_saved_plm(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_size": 48}', encoding="utf-8")
+    assert plm_width(tmp_path) == 48
