@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from espnet2.fileio.read_text import read_2columns_text
+
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
-from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
+from espnet_ot.toy.kaldi_data import prepare_aishell, write_char_token_list
 from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401 (re-exported: toy.study, toy.transfer)
 
 CRITERION = "valid.cer_ctc"
@@ -87,7 +89,7 @@ class ToyExperiment:
         """Kaldi data dirs train/dev/test and the char token list (from train)."""
         dirs = prepare_aishell(self.corpus, self.data)
         tokens = write_char_token_list(dirs["train"] / "text", self.token_list)
-        counts = {k: len(read_kaldi_text(d / "text")) for k, d in dirs.items()}
+        counts = {k: len(read_2columns_text(d / "text")) for k, d in dirs.items()}
         return f"{counts} utterances, {len(tokens)} tokens"
 
     def feats_scp(self, kind: str, split: str) -> Path:
@@ -115,9 +117,9 @@ class ToyExperiment:
     def shuffle_feats(self, split: str, seed: int = 0) -> str:
         """The control's scp: each utterance reads the Z_L of another utterance with as many PLM tokens."""
         src = self.feats_scp("plm", split)
-        lengths = {u: int(n) for u, n in read_kaldi_text(src.parent / "lengths").items()}
+        lengths = {u: int(n) for u, n in read_2columns_text(src.parent / "lengths").items()}
         donor = shuffle_within_length(lengths, seed)
-        entries = read_kaldi_text(src)
+        entries = read_2columns_text(src)
         dst = self.feats_scp("plm_shuffled", split)
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text("".join(f"{u} {entries[donor[u]]}\n" for u in sorted(entries)), encoding="utf-8")
@@ -219,10 +221,10 @@ class ToyExperiment:
         return ", ".join(str(self.hyp_file(run, s)) for s in todo)
 
     def refs(self, split: str) -> Dict[str, str]:
-        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.data / split / "text").items()}
+        return {u: "".join(t.split()) for u, t in read_2columns_text(self.data / split / "text").items()}
 
     def hyps(self, run: Run, split: str) -> Dict[str, str]:
-        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.hyp_file(run, split)).items()}
+        return {u: "".join(t.split()) for u, t in read_2columns_text(self.hyp_file(run, split)).items()}
 
     def error_counts(self, run: Run, split: str) -> ErrorCounts:
         return decompose(self.refs(split), self.hyps(run, split))

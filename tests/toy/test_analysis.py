@@ -154,7 +154,7 @@ def test_shuffle_swaps_only_equal_lengths_and_moves_everyone_it_can():
 def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_path):
     """shuffle_feats on a hand-written scp: every utterance of a length group of two or more reads the entry of
     another one of that group, each entry is read once, and the one alone in its group keeps its own."""
-    from espnet_ot.toy.kaldi_data import read_kaldi_text
+    from espnet2.fileio.read_text import read_2columns_text
 
     x = experiment.ToyExperiment(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8)
     lengths = {"a1": 5, "a2": 5, "a3": 5, "b1": 7, "b2": 7, "c1": 9}
@@ -164,7 +164,7 @@ def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_pat
     src.write_text("".join(f"{u} {e}\n" for u, e in own.items()), encoding="utf-8")
     (src.parent / "lengths").write_text("".join(f"{u} {n}\n" for u, n in lengths.items()), encoding="utf-8")
     note = x.shuffle_feats("dev", seed=0)
-    out = read_kaldi_text(x.feats_scp("plm_shuffled", "dev"))
+    out = read_2columns_text(x.feats_scp("plm_shuffled", "dev"))
     assert sorted(out) == sorted(own) and sorted(out.values()) == sorted(own.values())
     owner = {e: u for u, e in own.items()}
     for utt, entry in out.items():
