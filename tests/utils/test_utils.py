@@ -81,7 +81,7 @@ def test_dump_plm_feats_reports_progress(tiny_plm_dir, tmp_path, capfd, monkeypa
     dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "o"),
                          "--batch_size", "2"])
     err = capfd.readouterr().err  # pytest's capture is not a terminal: log lines
-    assert re.search(r"dump_plm_feats: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
+    assert re.search(r"dump_plm_feats contextual: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
 
 
 # ------------------------------------------------------------------------------------------- CJK font
