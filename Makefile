@@ -29,8 +29,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo
 
-# The toy study: first the dev-only sweep (11 trainings), then 3 seeds x 4 systems + 2 controls (conf/demo, which
-# carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
+# The toy study: first the dev-only sweep (11 trainings), then 3 seeds x 4 systems + 2 controls (espnet_ot/toy/conf,
+# which carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
 sweep: $(STAMP)
 	$(PY) -m espnet_ot.bin.sweep
 

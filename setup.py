@@ -82,6 +82,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_ot", "espnet_ot.*"]),
+    # the toy systems' training configs (espnet_ot.toy.world.TOY_CONF): a non-editable install needs them too
+    package_data={"espnet_ot.toy": ["conf/*.yaml"]},
     python_requires=">=3.9",
     install_requires=install_requires,
     extras_require=extras_require,

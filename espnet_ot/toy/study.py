@@ -15,14 +15,14 @@ from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_vari
 from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
 from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
 from espnet_ot.toy.text import char_counts
-from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
+from espnet_ot.toy.world import CORPUS, PLM, TOY_CONF, build_corpus, build_plm, plm_width
 
-REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
+REPO_CONF = TOY_CONF  # its former name, from when the configs were conf/demo (outside the package)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A trained system of the study: its base config (conf/demo), a patch of it and the Z_L it reads."""
+    """A trained system of the study: its base config (espnet_ot/toy/conf), a patch of it and the Z_L it reads."""
 
     name: str
     title: str
@@ -49,16 +49,16 @@ METHOD_NAMES = tuple(m.name for m in METHODS)
 
 # The dev sweep (`python -m espnet_ot.bin.sweep`, run before the study): variants of each method's setting, each
 # trained once (seed SWEEP_SEED, not a study seed) and decoded on dev only; each variant states the values it
-# varies in full (so the sweep does not depend on conf/demo's current values); the first variant of a method was
-# its conf/demo setting before the sweep. The variant with the lowest dev CER is what conf/demo then carries (a
-# maintainer's edit, as ESPnet's conf/tuning -> conf/ choice). What is varied, one factor at a time within a budget
-# of 10 trainings plus the baseline at the same seed: the entropy weight eps (informative vs diffuse couplings),
-# the semi-relaxed acoustic marginal (frames may stay unmatched), the CTC weight lambda, the temporal prior's
-# weight beta, GM-OT's eps and edges (the paper's feature edges vs half feature, half temporal;
+# varies in full (so the sweep does not depend on the current values of the configs, espnet_ot/toy/conf); the first
+# variant of a method was its config's setting before the sweep. The variant with the lowest dev CER is what the
+# config then carries (a maintainer's edit, as ESPnet's conf/tuning -> conf/ choice). What is varied, one factor at
+# a time within a budget of 10 trainings plus the baseline at the same seed: the entropy weight eps (informative vs
+# diffuse couplings), the semi-relaxed acoustic marginal (frames may stay unmatched), the CTC weight lambda, the
+# temporal prior's weight beta, GM-OT's eps and edges (the paper's feature edges vs half feature, half temporal;
 # temporal edges alone, with no prior in the node cost, are symmetric under time reversal and leave the coupling
 # near uniform), and a row for the masked-Z_L extension at TOT-CAKT's setting. The adapter scale s and GM-OT's
-# alpha were added after the study had been run (one row each, at the chosen setting): conf/demo was chosen from
-# the rows above them.
+# alpha were added after the study had been run (one row each, at the chosen setting): espnet_ot/toy/conf was chosen
+# from the rows above them.
 SWEEP_SEED = 100
 
 
@@ -69,18 +69,18 @@ def _variant(ctc_lambda: float = 0.3, scale: float = 0.1, **alignment_conf: Any)
 
 
 def _ot(eps: float = 0.1) -> Dict[str, Any]:
-    """OT-BERT's swept values in full (defaults: conf/demo before the sweep)."""
+    """OT-BERT's swept values in full (defaults: espnet_ot/toy/conf before the sweep)."""
     return _variant(eps=eps)
 
 
 def _tot(ctc_lambda: float = 0.3, eps: float = 0.3, beta: float = 0.5, relax: Optional[float] = None,
          scale: float = 0.1) -> Dict[str, Any]:
-    """TOT-CAKT's swept values in full (defaults: conf/demo before the sweep)."""
+    """TOT-CAKT's swept values in full (defaults: espnet_ot/toy/conf before the sweep)."""
     return _variant(ctc_lambda, scale, eps=eps, beta=beta, relax=relax)
 
 
 def _gm(eps: float = 0.1, alpha: float = 0.5, edges: str = "feature", **extra: Any) -> Dict[str, Any]:
-    """GM-OT's swept values in full (defaults: conf/demo before the sweep)."""
+    """GM-OT's swept values in full (defaults: espnet_ot/toy/conf before the sweep)."""
     return _variant(eps=eps, alpha=alpha, edges=edges, **extra)
 
 
@@ -116,7 +116,7 @@ class Study:
     """Runs (resumably) the sweep or the study of the toy experiment and writes their reports."""
 
     def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, jobs: int = 2,
-                 conf_dir: Path = REPO_CONF, console: Optional[Console] = None, train_args: Sequence[str] = ()):
+                 conf_dir: Path = TOY_CONF, console: Optional[Console] = None, train_args: Sequence[str] = ()):
         """Paths only; nothing is computed here. train_args: extra asr_train options of every training."""
         self.console = console or Console("study")
         cores = os.cpu_count() or 1
@@ -198,9 +198,9 @@ class Study:
         (self.x.out / "sweep.json").write_text(json.dumps({"seed": SWEEP_SEED, "rows": rows}, indent=1), encoding="utf-8")
         lines = ["# Toy sweep (dev only)", "", f"One training per variant (seed {SWEEP_SEED}, not a study seed), greedy "
                  "CTC on the dev set, the lowest dev CER marked. Test is not decoded. The first variant of a method was its "
-                 "conf/demo setting before the sweep; conf/demo carries the lowest-dev-CER variant, and the study "
-                 "trains conf/demo. One seed per variant: differences within about 1 CER point (the spread over "
-                 "seeds) are not evidence.", "",
+                 "espnet_ot/toy/conf setting before the sweep; espnet_ot/toy/conf carries the lowest-dev-CER variant, "
+                 "and the study trains espnet_ot/toy/conf. One seed per variant: differences within about 1 CER point "
+                 "(the spread over seeds) are not evidence.", "",
                  "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy (rel. to uniform) | ot_marginal_err | patch |",
                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in rows:
@@ -244,7 +244,7 @@ class Study:
 
     # ------------------------------------------------------------------ study
     def study_config(self, name: str) -> Path:
-        """Config of a study system: its base config (conf/demo) with its own patch (the controls')."""
+        """Config of a study system: its base config (espnet_ot/toy/conf) with its own patch (the controls')."""
         return self.x.out / "conf" / f"study_{name}.yaml"
 
     def write_study_config(self, name: str) -> str:
@@ -495,7 +495,7 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     """The options the sweep and the study CLIs share: where they write, the toy world's cache, configs, jobs."""
     p.add_argument("--out", type=Path, default=Path("exp/study"), help="data, dumps, experiments and reports")
     p.add_argument("--cache", type=Path, default=Path("exp/toy_world"), help="the toy corpus and PLM (built once)")
-    p.add_argument("--conf_dir", type=Path, default=REPO_CONF, help="the systems' base configs (conf/demo)")
+    p.add_argument("--conf_dir", type=Path, default=TOY_CONF, help="the systems' base configs (espnet_ot/toy/conf)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at once (each gets cores/jobs threads)")
 
 
@@ -508,7 +508,7 @@ def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def open_study(out: Path, cache: Path, conf_dir: Path = REPO_CONF, jobs: int = 2,
+def open_study(out: Path, cache: Path, conf_dir: Path = TOY_CONF, jobs: int = 2,
                console: Optional[Console] = None) -> Study:
     """The Study of the toy world cached in ``cache`` (corpus and PLM built there first if missing)."""
     console = console or Console("study")

@@ -15,7 +15,7 @@ PROTOCOL = "docs/results/transfer_protocol.md"
 
 @dataclass(frozen=True)
 class Arm:
-    """An arm: its conf/demo config with a patch, the Z_L it reads and the soft labels it distils."""
+    """An arm: its espnet_ot/toy/conf config with a patch, the Z_L it reads and the soft labels it distils."""
 
     key: str
     title: str
@@ -76,7 +76,7 @@ class TransferStudy:
     """Runs (resumably) the protocol's trainings and writes its report (dev while running, test at --final)."""
 
     def __init__(self, x: ToyExperiment, conf_dir: Path, jobs: int = 2, console: Optional[Console] = None):
-        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: conf/demo."""
+        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: espnet_ot/toy/conf."""
         self.x = x
         self.conf_dir = Path(conf_dir)
         self.jobs = jobs

@@ -2,11 +2,12 @@
 
 import ast
 import re
+import subprocess
 
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from helpers import REPO
+from helpers import PYTHON, REPO
 
 # ESPnet releases setup.py's range covers; README.md ("Installation") says how each was checked with
 # .ci/check_espnet_release.sh (make compat ESPNET=...)
@@ -83,3 +84,16 @@ def test_readme_states_the_result_of_every_supported_release():
     assert ci in SUPPORTED_ESPNET and ci != pin.version
     recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
     assert ".ci/check_espnet_release.sh $(CI_ESPNET)" in recipe, recipe
+
+
+def test_a_regular_install_ships_the_toy_configs(tmp_path):
+    """`pip install .` (not editable) installs what build_py writes: the toy systems' configs must be in it, next
+    to espnet_ot/toy/world.py, where world.TOY_CONF looks (package data; conf/demo outside the package was not)."""
+    subprocess.run([PYTHON, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=REPO, check=True,
+                   capture_output=True, timeout=120)
+    toy = tmp_path / "espnet_ot" / "toy"
+    shipped = sorted(p.name for p in (toy / "conf").glob("*.yaml"))
+    assert shipped == ["baseline.yaml", "gm_ot.yaml", "ot_bert.yaml", "tot_cakt.yaml"], shipped
+    assert shipped == sorted(p.name for p in (REPO / "espnet_ot" / "toy" / "conf").glob("*.yaml"))
+    assert (toy / "world.py").is_file() and 'TOY_CONF = Path(__file__).resolve().parent / "conf"' in (
+        toy / "world.py").read_text(encoding="utf-8")
