@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from espnet_ot.toy.bootstrap import mean_sd, paired_comparison
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
+from espnet_ot.toy.extra import PACKAGES, ToyExtraMissing, require
 from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
 from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
 from espnet_ot.toy.text import char_counts
@@ -500,10 +501,12 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
-    """fn(); a failed job or a bad path/option ends the program with one line ``<prog>: error: ...``."""
+    """fn() once the toy extra is found; a missing package of the extra, a failed job or a bad path/option ends the
+    program with one line ``<prog>: error: ...``."""
     try:
+        require(*PACKAGES)  # corpus, PLM and report need all of them: fail before hours of work, not after
         fn()
-    except (JobFailed, FileNotFoundError, ValueError) as e:
+    except (JobFailed, FileNotFoundError, ValueError, ToyExtraMissing) as e:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
 
