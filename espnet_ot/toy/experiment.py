@@ -13,7 +13,8 @@ from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, write_char_token_list
-from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401 (re-exported: toy.study, toy.transfer)
+# re-exported for toy.transfer and the recipe's local/config_plm.py
+from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401
 
 CRITERION = "valid.cer_ctc"
 # the toy's PLM data kinds -> dump_plm_feats --kind (plm_shuffled is derived from plm by shuffle_feats)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from espnet_ot.toy.jobs import Console, job_env, run_logged
-from espnet_ot.utils.config_files import plm_width  # noqa: F401 (re-exported)
+from espnet_ot.utils.config_files import plm_width  # noqa: F401 (re-exported: local/config_plm.py)
 
 # The systems' training configs (baseline, OT-BERT, TOT-CAKT, GM-OT) of the demo, the sweep, the study and the
 # recipe's run_toy.sh: package data (setup.py), so that a non-editable install has them too.
