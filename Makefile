@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# constraints.txt: the exact ESPnet / torch release this repository is tested with (setup.py only gives ranges)
+# constraints.txt: the exact ESPnet / torch release this repository is tested with (setup.py only gives ranges);
+# extras: test (pytest, POT) and toy (the toy world of make demo / sweep / study and of the tests)
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "pip>=23,<24" "setuptools<74" wheel
-	$(PY) -m pip install -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -c constraints.txt -e ".[test,toy]"
 	touch $(STAMP)
 
 # sclite, sox and a CJK font (Debian packages sctk, sox, fonts-noto-cjk): installed when root and missing
@@ -29,8 +30,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m espnet_ot.bin.demo
 
-# The toy study: first the dev-only sweep (11 trainings), then 3 seeds x 4 systems + 2 controls (conf/demo, which
-# carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
+# The toy study: first the dev-only sweep (11 trainings), then 3 seeds x 4 systems + 2 controls (espnet_ot/toy/conf,
+# which carries the dev-chosen settings); hours on 2 cores, resumable: rerun to go on
 sweep: $(STAMP)
 	$(PY) -m espnet_ot.bin.sweep
 

@@ -11,9 +11,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from espnet2.fileio.read_text import read_2columns_text
 
 from espnet_ot.ot.config import METHODS, AlignmentConfig
-from espnet_ot.toy.kaldi_data import read_kaldi_text
 from espnet_ot.utils.fonts import use_cjk_font
 
 METHOD_TITLES = {"ot": "OT (no temporal prior)", "tot": "TOT (temporal prior)", "gmot": "GM-OT (FGW)"}
@@ -101,7 +101,10 @@ def utterance_items(
             raise FileNotFoundError(f"--data_dir {data_dir} has no {name}")
     if not utt_ids and num_utts < 1:
         raise ValueError(f"--num_utts must be >= 1, got {num_utts} (or name the utterances with --utt_ids)")
-    wavs, texts = read_kaldi_text(data_dir / "wav.scp"), read_kaldi_text(data_dir / "text")
+    try:
+        wavs, texts = read_2columns_text(data_dir / "wav.scp"), read_2columns_text(data_dir / "text")
+    except RuntimeError as e:  # ESPnet's reader: "<key> is duplicated (<file>:<line>)"
+        raise ValueError(f"--data_dir {data_dir}: {e}") from e
     ids = list(utt_ids or [u for u in sorted(texts) if u in wavs][:num_utts])
     if not ids:
         raise ValueError(f"--data_dir {data_dir}: no utterance is in both wav.scp and text")

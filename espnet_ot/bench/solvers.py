@@ -18,6 +18,7 @@ from espnet_ot.ot import (
     temporal_structure,
     tot_cost,
 )
+from espnet_ot.utils.measure import random_ot_problem
 
 
 def _best_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -34,19 +35,6 @@ def _best_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -
     return min(times)
 
 
-def _problem(B: int, La: int, Lt: int, D: int, device: str, seed: int):
-    """Random features with unequal true lengths (the first utterance has the full length)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, La, D, generator=g)
-    y = torch.randn(B, Lt, D, generator=g)
-    la = torch.randint(La // 2, La + 1, (B,), generator=g)
-    lt = torch.randint(max(Lt // 2, 1), Lt + 1, (B,), generator=g)
-    la[0], lt[0] = La, Lt
-    mx = torch.arange(La)[None] < la[:, None]
-    my = torch.arange(Lt)[None] < lt[:, None]
-    return x.to(device), y.to(device), mx.to(device), my.to(device), la.tolist(), lt.tolist()
-
-
 def _l1_err(P: np.ndarray, a: np.ndarray, b: np.ndarray, relax: bool = False) -> float:
     """L1 marginal error of one coupling: columns (tokens) always, rows too unless the rows are relaxed."""
     err = float(np.abs(P.sum(0) - b).sum())
@@ -61,7 +49,7 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
     import ot
     import ot.batch
 
-    x, y, mx, my, la, lt = _problem(B, La, Lt, D, device, seed)
+    x, y, mx, my, la, lt = random_ot_problem(B, La, Lt, D, device, seed)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     C = cosine_cost(x, y, mx, my)
     if case in ("tot", "uot"):

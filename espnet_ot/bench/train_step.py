@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from espnet_ot.utils.measure import op_counts
+
 SOFT_LABEL_K = 16
 ALIGNMENT_CONFS = {
     "ot": {"eps": 0.5},
@@ -138,35 +140,6 @@ def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict,
         h, h_lens, batch["plm_feats"], batch["plm_feats_lengths"], h.size(0), distill
     )
     (loss_ot + loss_align + loss_distill).backward()
-
-
-def op_counts(fn: Callable[[], None]) -> Dict[str, int]:
-    """Tensor operations one call of fn launches, counted with torch.profiler on CPU.
-
-    ``ops``: leaf ATen operators (those that call no other ATen operator: on a GPU, roughly one kernel launch
-    each); ``syncs``: the reads that make the host wait for the device on a GPU: ``aten::_local_scalar_dense``
-    (``.item()``, ``bool()``, ``int()`` of a tensor), ``aten::nonzero`` (its output size is data-dependent; also
-    inside boolean-mask indexing) and ``Tensor.tolist()`` (a copy to the host that on CPU dispatches no operator,
-    so it is counted in Python).
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    tolist, tolists = torch.Tensor.tolist, []
-
-    def counted_tolist(t: torch.Tensor):
-        tolists.append(1)
-        return tolist(t)
-
-    torch.Tensor.tolist = counted_tolist
-    try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn()
-    finally:
-        torch.Tensor.tolist = tolist
-    events = [e for e in prof.events() if e.name.startswith("aten::")]
-    leaves = [e for e in events if not any(c.name.startswith("aten::") for c in e.cpu_children)]
-    reads = sum(e.name in ("aten::_local_scalar_dense", "aten::nonzero") for e in events)
-    return {"ops": len(leaves), "syncs": reads + len(tolists)}
 
 
 def interleaved_times(

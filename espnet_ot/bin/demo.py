@@ -3,7 +3,7 @@
     python -m espnet_ot.bin.demo [--out exp/demo] [--cache exp/toy_world] [--seed 0] [--jobs 2] [--tiny]
 
 Builds (or reuses) the toy world of `espnet_ot.toy.world` (corpus, then the PLM on every core),
-trains the four systems of conf/demo with ESPnet's asr_train (the settings chosen on dev by
+trains the four systems of espnet_ot/toy/conf with ESPnet's asr_train (the settings chosen on dev by
 `python -m espnet_ot.bin.sweep`), decodes dev and test (greedy CTC), and writes <out>/RESULTS.md: the
 CER table with the paired-bootstrap 95% CI of each difference to the baseline and the error decomposition
 (homophone / tone / other / deletion / insertion). Coupling pictures of a few dev utterances go to
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from espnet_ot.toy.jobs import Console, job_env, run_logged
-from espnet_ot.toy.study import REPO_CONF, Study, run_or_exit
-from espnet_ot.toy.world import CORPUS, PLM, TINY_CORPUS, TINY_PLM, build_corpus, build_plm
+from espnet_ot.toy.study import Study, run_or_exit
+from espnet_ot.toy.world import CORPUS, PLM, TINY_CORPUS, TINY_PLM, TOY_CONF, build_corpus, build_plm
 
 SYSTEMS = ("baseline", "ot_bert", "tot_cakt", "gm_ot")
 TINY_TRAIN_ARGS = ["--encoder_conf", "output_size=32", "--encoder_conf", "linear_units=32",
@@ -33,7 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("exp/demo"), help="data, dumps, experiments and RESULTS.md")
     p.add_argument("--cache", type=Path, default=None, help="toy corpus and PLM (default exp/toy_world; "
                    "tiny: <out>/cache)")
-    p.add_argument("--conf_dir", type=Path, default=REPO_CONF, help="the four systems' configs")
+    p.add_argument("--conf_dir", type=Path, default=TOY_CONF, help="the four systems' configs")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--jobs", type=int, default=2, help="jobs at once (each gets cores/jobs threads)")
     p.add_argument("--num_plots", type=int, default=3, help="dev utterances with a coupling picture")

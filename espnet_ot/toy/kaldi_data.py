@@ -4,6 +4,8 @@ import collections
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+from espnet2.fileio.read_text import read_2columns_text
+
 SPLITS = ("train", "dev", "test")
 TRANSCRIPT_REL = Path("data_aishell") / "transcript" / "aishell_transcript_v0.8.txt"
 WAV_REL = Path("data_aishell") / "wav"
@@ -85,17 +87,6 @@ def prepare_aishell(
     return result
 
 
-def read_kaldi_text(path: Path) -> Dict[str, str]:
-    """key -> rest of the line of a Kaldi `text` or `.scp` file (the rest may be empty)."""
-    out: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
-
-
 def char_token_list(texts: Iterable[str], min_count: int = 1) -> List[str]:
     """ESPnet char token list: <blank>, <unk>, characters by decreasing count (ties by code point), <sos/eos>.
 
@@ -118,7 +109,7 @@ def write_token_list(path: Path, tokens: Sequence[str]) -> Path:
 
 def write_char_token_list(train_text: Path, path: Path, min_count: int = 1) -> List[str]:
     """Char token list of a training `text` file written to `path`; returns the tokens."""
-    tokens = char_token_list(read_kaldi_text(train_text).values(), min_count=min_count)
+    tokens = char_token_list(read_2columns_text(train_text).values(), min_count=min_count)
     write_token_list(path, tokens)
     return tokens
 

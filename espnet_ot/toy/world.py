@@ -1,13 +1,16 @@
 """The toy world shared by the demo, the sweep and the study: its corpus and PLM options, built once and cached."""
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Dict
 
 from espnet_ot.toy.jobs import Console, job_env, run_logged
+from espnet_ot.utils.config_files import plm_width  # noqa: F401 (re-exported: local/config_plm.py)
 
+# The systems' training configs (baseline, OT-BERT, TOT-CAKT, GM-OT) of the demo, the sweep, the study and the
+# recipe's run_toy.sh: package data (setup.py), so that a non-editable install has them too.
+TOY_CONF = Path(__file__).resolve().parent / "conf"
 # Monotone speakers (eSpeak pitch range 0): the lexical tones are not in the pitch, so telling same-syllable
 # characters apart takes context, which is what a language model knows. Sentences of 8-20 characters (AISHELL-1
 # averages about 14) over the 500 most frequent news characters, so that most characters have homophones.
@@ -51,7 +54,3 @@ def build_plm(dst: Path, corpus: Path, options: Dict[str, Any], console: Console
                echo=lambda l: l.startswith("pretrain_toy_plm:") and any(k in l for k in ("accuracy", "reusing", " step ")))
     return dst
 
-
-def plm_width(plm: Path) -> int:
-    """Hidden size of a saved PLM (config.json)."""
-    return int(json.loads((Path(plm) / "config.json").read_text(encoding="utf-8"))["hidden_size"])

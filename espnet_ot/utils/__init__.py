@@ -1,1 +1,1 @@
-"""Small shared utilities of espnet_ot (progress reporting, fonts for figures)."""
+"""Small shared utilities of espnet_ot (progress reporting, fonts for figures, config files, op counts)."""

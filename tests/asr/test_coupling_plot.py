@@ -178,3 +178,15 @@ def test_plot_coupling_checks_the_audio_before_loading_a_model(stub_models, tmp_
     assert (code, err) == (1, [f"plot_coupling: error: --data_dir {data}: wav.scp names {missing} for u1, which "
                                "does not exist"])
     assert stub_models == [] and not (tmp_path / "out").exists()
+
+
+def test_plot_coupling_rejects_a_data_dir_with_a_repeated_utterance(stub_models, tmp_path, capsys):
+    """ESPnet's own reader of wav.scp and text: an utterance id given twice is an error naming the file and line,
+    never a silent choice of one of the lines."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"u1 {_wav(tmp_path / 'a.wav')}\n")
+    (data / "text").write_text("u1 好\nu1 你好\n", encoding="utf-8")
+    code, err, stdout = _plot(["--data_dir", data, "--output_dir", tmp_path / "out"], capsys)
+    assert (code, err) == (1, [f"plot_coupling: error: --data_dir {data}: u1 is duplicated ({data / 'text'}:2)"])
+    assert stdout == "" and stub_models == [] and not (tmp_path / "out").exists()

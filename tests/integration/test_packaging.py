@@ -2,11 +2,12 @@
 
 import ast
 import re
+import subprocess
 
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from helpers import REPO
+from helpers import PYTHON, REPO
 
 # ESPnet releases setup.py's range covers; README.md ("Installation") says how each was checked with
 # .ci/check_espnet_release.sh (make compat ESPNET=...)
@@ -14,12 +15,17 @@ SUPPORTED_ESPNET = ("202412", "202506", "202509", "202511")
 USER_ENVIRONMENT = ("espnet", "torch", "torchaudio")
 
 
-def _install_requires():
+def _setup_value(name: str):
+    """The literal value setup.py assigns to `name`."""
     tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "install_requires" for t in node.targets):
-            return {Requirement(r).name.lower(): Requirement(r) for r in ast.literal_eval(node.value)}
-    raise AssertionError("setup.py has no install_requires list")
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"setup.py has no {name}")
+
+
+def _install_requires():
+    return {Requirement(r).name.lower(): Requirement(r) for r in _setup_value("install_requires")}
 
 
 def _constraints():
@@ -48,6 +54,19 @@ def test_constraints_pin_a_set_that_install_requires_allows():
             assert req[name].specifier.contains(Version(spec.version), prereleases=True), (name, str(req[name]))
     assert pins["espnet"].specifier.contains(Version(SUPPORTED_ESPNET[-1]))
     assert "-c constraints.txt" in (REPO / "Makefile").read_text()
+
+
+def test_the_toy_packages_are_an_extra_that_make_install_installs():
+    """`pip install espnet-ot` alone installs no package only the toy world uses; `[toy]` installs each one
+    espnet_ot/toy/extra.py imports (and names when it is missing); `make install` (so make demo / make test) adds it."""
+    from espnet_ot.toy.extra import INSTALL, PACKAGES
+
+    toy = {Requirement(r).name.lower() for r in _setup_value("extras_require")["toy"]}
+    assert toy == {package for package, _ in PACKAGES.values()}, toy
+    assert not toy & set(_install_requires()), toy & set(_install_requires())
+    assert INSTALL == "pip install espnet-ot[toy]"
+    (install,) = re.findall(r"pip install -c constraints\.txt -e (\S+)", (REPO / "Makefile").read_text())
+    assert install == '".[test,toy]"', install
 
 
 def test_release_check_fails_under_ci_and_skips_loudly_otherwise(tmp_path):
@@ -83,3 +102,16 @@ def test_readme_states_the_result_of_every_supported_release():
     assert ci in SUPPORTED_ESPNET and ci != pin.version
     recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
     assert ".ci/check_espnet_release.sh $(CI_ESPNET)" in recipe, recipe
+
+
+def test_a_regular_install_ships_the_toy_configs(tmp_path):
+    """`pip install .` (not editable) installs what build_py writes: the toy systems' configs must be in it, next
+    to espnet_ot/toy/world.py, where world.TOY_CONF looks (package data; conf/demo outside the package was not)."""
+    subprocess.run([PYTHON, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=REPO, check=True,
+                   capture_output=True, timeout=120)
+    toy = tmp_path / "espnet_ot" / "toy"
+    shipped = sorted(p.name for p in (toy / "conf").glob("*.yaml"))
+    assert shipped == ["baseline.yaml", "gm_ot.yaml", "ot_bert.yaml", "tot_cakt.yaml"], shipped
+    assert shipped == sorted(p.name for p in (REPO / "espnet_ot" / "toy" / "conf").glob("*.yaml"))
+    assert (toy / "world.py").is_file() and 'TOY_CONF = Path(__file__).resolve().parent / "conf"' in (
+        toy / "world.py").read_text(encoding="utf-8")

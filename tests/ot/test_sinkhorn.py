@@ -12,7 +12,6 @@ import torch
 ot = pytest.importorskip("ot", reason="POT is the test oracle: pip install pot (the [test] extra)")
 from scipy.spatial.distance import cdist  # noqa: E402
 
-from espnet_ot.bench.train_step import op_counts  # noqa: E402 (host reads, as the benchmark counts them)
 from espnet_ot.ot import (  # noqa: E402
     TemporalStructure,
     cosine_cost,
@@ -22,6 +21,7 @@ from espnet_ot.ot import (  # noqa: E402
     tot_cost,
     transport_cost,
 )
+from espnet_ot.utils.measure import op_counts, random_ot_problem  # noqa: E402 (as the benchmarks count them)
 from helpers import assert_marginals, random_batch  # noqa: E402
 
 LA, LT = [37, 20, 1, 12, 29], [6, 3, 1, 9, 2]  # true lengths of a padded batch (one 1 x 1 problem)
@@ -93,9 +93,7 @@ def test_rows_exact_to_rounding_in_float32_at_small_eps():
 def test_rows_and_columns_together_within_tol_in_float32(single_thread):
     # the benchmark's TOT problem at eps 0.01: one utterance's column error ended 4e-8 below tol and the rows'
     # float32 rounding (6e-8 of L1) took rows + columns over it; the stopping test now allows for the rows
-    from espnet_ot.bench.solvers import _problem
-
-    x, y, mx, my, _, _ = _problem(32, 200, 20, 256, "cpu", 0)
+    x, y, mx, my, _, _ = random_ot_problem(32, 200, 20, 256, "cpu", 0)
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
     P = sinkhorn(C, mx, my, 0.01, tol=1e-4)
     col, row = col_row_err(P.double(), mx, my)
@@ -121,9 +119,7 @@ def test_strong_temporal_prior_on_long_utterances_converges_in_newton_steps():
     # beta 2 at eps 0.01 on 1000 frames / 50 tokens (four utterances of the solver benchmark's La 1000 case):
     # blocks of tokens must shift their potentials by many eps. With Newton's step capped at 10 eps and 60
     # rounds, these ran into Sinkhorn's fallback and stopped at max_iter with an L1 error of 2e-3
-    from espnet_ot.bench.solvers import _problem
-
-    x, y, mx, my, _, _ = _problem(32, 1000, 50, 256, "cpu", 0)
+    x, y, mx, my, _, _ = random_ot_problem(32, 1000, 50, 256, "cpu", 0)
     k = [0, 2, 15, 29]
     C = tot_cost(cosine_cost(x[k], y[k], mx[k], my[k]), mx[k], my[k], 2.0)
     with warnings.catch_warnings():

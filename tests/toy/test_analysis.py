@@ -9,7 +9,6 @@ import editdistance
 import numpy as np
 import pytest
 import torch
-import yaml
 from helpers import make_tiny_bert
 
 from espnet_ot.toy import bootstrap, errors, experiment, probe
@@ -155,7 +154,7 @@ def test_shuffle_swaps_only_equal_lengths_and_moves_everyone_it_can():
 def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_path):
     """shuffle_feats on a hand-written scp: every utterance of a length group of two or more reads the entry of
     another one of that group, each entry is read once, and the one alone in its group keeps its own."""
-    from espnet_ot.toy.kaldi_data import read_kaldi_text
+    from espnet2.fileio.read_text import read_2columns_text
 
     x = experiment.ToyExperiment(tmp_path / "out", tmp_path / "corpus", tmp_path / "plm", 8)
     lengths = {"a1": 5, "a2": 5, "a3": 5, "b1": 7, "b2": 7, "c1": 9}
@@ -165,7 +164,7 @@ def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_pat
     src.write_text("".join(f"{u} {e}\n" for u, e in own.items()), encoding="utf-8")
     (src.parent / "lengths").write_text("".join(f"{u} {n}\n" for u, n in lengths.items()), encoding="utf-8")
     note = x.shuffle_feats("dev", seed=0)
-    out = read_kaldi_text(x.feats_scp("plm_shuffled", "dev"))
+    out = read_2columns_text(x.feats_scp("plm_shuffled", "dev"))
     assert sorted(out) == sorted(own) and sorted(out.values()) == sorted(own.values())
     owner = {e: u for u, e in own.items()}
     for utt, entry in out.items():
@@ -173,16 +172,6 @@ def test_shuffled_control_scp_reads_another_utterance_of_the_same_length(tmp_pat
         assert lengths[donor] == lengths[utt], (utt, donor)
         assert (donor == utt) == (utt == "c1"), (utt, donor)
     assert "1 of 6" in note
-
-
-def test_variant_config_merges_the_patch_deeply(tmp_path):
-    base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
-                                    "max_epoch": 5}))
-    dst = experiment.write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
-    conf = yaml.safe_load(dst.read_text())
-    assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}
-    assert yaml.safe_load(base.read_text())["model_conf"]["alignment_conf"]["eps"] == 0.1
 
 
 # ------------------------------------------------------------------------------------------ probe

@@ -10,6 +10,7 @@ import editdistance
 import numpy as np
 import pytest
 import soundfile
+from espnet2.fileio.read_text import read_2columns_text
 
 from helpers import run_python
 
@@ -53,14 +54,14 @@ def test_prepare_aishell_writes_kaldi_dirs(tmp_path):
     dirs = kaldi_data.prepare_aishell(corpus, tmp_path / "data", prefix="toy_")
     assert sorted(dirs) == ["dev", "test", "train"]
     train = tmp_path / "data" / "toy_train"
-    text = kaldi_data.read_kaldi_text(train / "text")
+    text = read_2columns_text(train / "text")
     assert text == {"BAC009S0002W0001": "今天天气很好", "BAC009S0002W0002": "我们是学生", "BAC009S0003W0001": "他说好"}
-    wav = kaldi_data.read_kaldi_text(train / "wav.scp")
+    wav = read_2columns_text(train / "wav.scp")
     assert sorted(wav) == sorted(text) and all(Path(p).is_file() for p in wav.values())
-    assert kaldi_data.read_kaldi_text(train / "utt2spk")["BAC009S0003W0001"] == "S0003"
+    assert read_2columns_text(train / "utt2spk")["BAC009S0003W0001"] == "S0003"
     assert (train / "spk2utt").read_text(encoding="utf-8").splitlines() == [
         "S0002 BAC009S0002W0001 BAC009S0002W0002", "S0003 BAC009S0003W0001"]
-    assert list(kaldi_data.read_kaldi_text(tmp_path / "data/toy_dev/text")) == ["BAC009S0004W0001"]
+    assert list(read_2columns_text(tmp_path / "data/toy_dev/text")) == ["BAC009S0004W0001"]
 
     tokens = kaldi_data.write_char_token_list(train / "text", tmp_path / "tokens.txt")
     assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
@@ -131,8 +132,8 @@ def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
         assert (exp / "valid.cer_ctc.ave.pth").exists(), system
         cers = []
         for split in ("test", "dev"):
-            refs = kaldi_data.read_kaldi_text(out / "data" / split / "text")
-            hyps = kaldi_data.read_kaldi_text(exp / "decode_greedy" / split / "text")
+            refs = read_2columns_text(out / "data" / split / "text")
+            hyps = read_2columns_text(exp / "decode_greedy" / split / "text")
             assert sorted(hyps) == sorted(refs)
             errs = sum(editdistance.eval(refs[u], "".join(hyps[u].split())) for u in refs)
             cers.append(100.0 * errs / sum(len(r) for r in refs.values()))
@@ -178,9 +179,9 @@ def test_greedy_decoding_is_the_best_ctc_path_and_reproducible(tiny_demo):
 
     exp = _run_dir(tiny_demo.out, "tot_cakt")
     model = load_asr_model(exp / "config.yaml", exp / "valid.cer_ctc.ave.pth")
-    wavs = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "wav.scp")
+    wavs = read_2columns_text(tiny_demo.out / "data" / "test" / "wav.scp")
     # what the demo wrote is what the decoder gives (deterministic batches)
-    written = kaldi_data.read_kaldi_text(exp / "decode_greedy" / "test" / "text")
+    written = read_2columns_text(exp / "decode_greedy" / "test" / "text")
     assert {u: "".join(t.split()) for u, t in written.items()} == greedy_ctc_decode(model, wavs)
     # one utterance at a time: the argmax path of the CTC posteriors, repeats merged, blanks dropped
     single = greedy_ctc_decode(model, wavs, batch_seconds=0)
@@ -199,7 +200,7 @@ def test_demo_coupling_pngs_parse(tiny_demo):
     import matplotlib.image
 
     pngs = sorted((tiny_demo.out / "coupling").glob("*.png"))
-    dev = sorted(kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "dev" / "text"))
+    dev = sorted(read_2columns_text(tiny_demo.out / "data" / "dev" / "text"))
     assert [p.stem for p in pngs] == dev[:3]
     for p in pngs:
         img = matplotlib.image.imread(str(p))
@@ -209,8 +210,8 @@ def test_demo_coupling_pngs_parse(tiny_demo):
 
 def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
     exp = _run_dir(tiny_demo.out, "tot_cakt")
-    wavs = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "wav.scp")
-    texts = kaldi_data.read_kaldi_text(tiny_demo.out / "data" / "test" / "text")
+    wavs = read_2columns_text(tiny_demo.out / "data" / "test" / "wav.scp")
+    texts = read_2columns_text(tiny_demo.out / "data" / "test" / "text")
     utt = sorted(wavs)[0]
     png = tmp_path / "one.png"
     proc = run_python(["-m", "espnet_ot.bin.plot_coupling", "--asr_train_config", str(exp / "config.yaml"),

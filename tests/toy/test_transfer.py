@@ -1,7 +1,5 @@
 """The transfer study's design (espnet_ot.toy.transfer) and its matched-replicate comparison (toy.bootstrap)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
@@ -10,8 +8,7 @@ from scipy import stats
 from espnet_ot.toy.bootstrap import paired_comparison
 from espnet_ot.toy.experiment import ToyExperiment
 from espnet_ot.toy.transfer import ARMS, FINE_TUNE, TransferStudy, replicates, sample_size, t_half_width
-
-REPO = Path(__file__).resolve().parents[2]
+from espnet_ot.toy.world import TOY_CONF
 
 
 def test_replicates_alternate_warm_starts_and_are_bounded():
@@ -35,7 +32,7 @@ def test_sample_size_is_the_smallest_n_meeting_the_half_width(sd):
 
 def test_arms_share_warm_start_and_seed_and_differ_only_in_the_ot_branch(tmp_path):
     x = ToyExperiment(tmp_path, tmp_path / "corpus", tmp_path / "plm", 192)
-    study = TransferStudy(x, REPO / "conf" / "demo")
+    study = TransferStudy(x, TOY_CONF)
     runs = study.runs([a.key for a in ARMS], 4)
     for i, (w, s) in enumerate(replicates(4)):
         reps = {k: rs[i] for k, rs in runs.items()}

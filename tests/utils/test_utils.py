@@ -1,4 +1,5 @@
-"""espnet_ot.utils: progress reporting of long loops and the CJK font of the pictures."""
+"""espnet_ot.utils: progress reporting of long loops, the CJK font of the pictures, config files, and what the
+benchmarks count (op_counts) on what (random_ot_problem)."""
 
 import io
 import re
@@ -6,10 +7,14 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from helpers import IN_CI
 
 from espnet_ot.utils import fonts
+from espnet_ot.utils.config_files import plm_width, write_variant
+from espnet_ot.utils.measure import op_counts, random_ot_problem
 from espnet_ot.utils.progress import Progress, progress
 
 # ------------------------------------------------------------------------------------------- progress
@@ -76,7 +81,7 @@ def test_dump_plm_feats_reports_progress(tiny_plm_dir, tmp_path, capfd, monkeypa
     dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "o"),
                          "--batch_size", "2"])
     err = capfd.readouterr().err  # pytest's capture is not a terminal: log lines
-    assert re.search(r"dump_plm_feats: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
+    assert re.search(r"dump_plm_feats contextual: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
 
 
 # ------------------------------------------------------------------------------------------- CJK font
@@ -141,3 +146,44 @@ def test_font_override_must_be_a_cjk_font(monkeypatch, tmp_path):
     assert not fonts.covers_cjk(str(dejavu))
     if IN_CI or _system_cjk_font_files():
         assert any(fonts.covers_cjk(p) for p in _system_cjk_font_files())
+
+
+# ------------------------------------------------------------------------------------------- config files
+def test_variant_config_merges_the_patch_deeply(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
+                                    "max_epoch": 5}))
+    dst = write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
+    conf = yaml.safe_load(dst.read_text())
+    assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}
+    assert yaml.safe_load(base.read_text())["model_conf"]["alignment_conf"]["eps"] == 0.1
+    assert dst.read_text().splitlines()[0] == '# v: base.yaml + {"model_conf": {"alignment_conf": {"eps": 0.3}}}'
+
+
+def test_plm_width_reads_the_hidden_size_of_a_saved_plm(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_size": 48}', encoding="utf-8")
+    assert plm_width(tmp_path) == 48
+
+
+# ------------------------------------------------------------------------------------------- measure
+def test_op_counts_sees_every_kind_of_host_read():
+    x = torch.arange(6.0)
+
+    def reads():  # one read of each kind a GPU waits for; the arithmetic is not one
+        y = x * 2
+        y.tolist()
+        bool(y.any())
+        float(y.sum())
+        y.nonzero()
+        y[y > 3]  # boolean-mask indexing: a nonzero inside
+
+    assert op_counts(reads)["syncs"] == 5
+    assert op_counts(lambda: x * 2)["syncs"] == 0
+
+
+def test_random_ot_problem_is_seeded_and_its_first_utterance_has_the_full_length():
+    x, y, mx, my, la, lt = random_ot_problem(4, 30, 6, 8, "cpu", 0)
+    assert x.shape == (4, 30, 8) and y.shape == (4, 6, 8) and la[0] == 30 and lt[0] == 6
+    assert mx.sum(-1).tolist() == la and my.sum(-1).tolist() == lt and all(15 <= n <= 30 for n in la)
+    again = random_ot_problem(4, 30, 6, 8, "cpu", 0)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1]) and (la, lt) == again[4:]

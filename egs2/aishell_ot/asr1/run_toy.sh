@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Offline smoke of run.sh: a toy corpus (AISHELL-1 layout) and a toy PLM, then run.sh for the toy baseline and the
-# toy TOT-CAKT (the demo's configs, ../../../conf/demo), on CPU, with no network.
+# toy TOT-CAKT (the demo's configs, ../../../espnet_ot/toy/conf), on CPU, with no network.
 #   ./run_toy.sh                                                    # both configs, stages 1-13
-#   ./run_toy.sh --asr_config ../../../conf/demo/gm_ot.yaml --stage 11
+#   ./run_toy.sh --asr_config ../../../espnet_ot/toy/conf/gm_ot.yaml --stage 11
 # The options below are this script's; any other --name value goes to run.sh (and on to asr.sh) unchanged.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ log() {
 toy_dir=              # where corpus/ and plm/ are built or reused (default: <repo>/toy)
 toy_corpus_opts=      # extra options for python -m espnet_ot.bin.make_toy_corpus, e.g. "--num_train 200"
 toy_plm_opts=         # extra options for python -m espnet_ot.bin.pretrain_toy_plm, e.g. "--minutes 1"
-asr_config=           # one config (default: ../../../conf/demo/baseline.yaml, then tot_cakt.yaml)
+asr_config=           # one config (default: ../../../espnet_ot/toy/conf/baseline.yaml, then tot_cakt.yaml)
 plm=                  # default: the toy PLM, <toy_dir>/plm
 stage=1
 stop_stage=13
@@ -57,7 +57,8 @@ toy_part plm config.json "${toy_plm_opts}" \
     ${python} -m espnet_ot.bin.pretrain_toy_plm --out "${toy_dir}/plm" --corpus "${toy_dir}/corpus"
 
 configs=("${asr_config}")
-[ -n "${asr_config}" ] || configs=("${main_root}/conf/demo/baseline.yaml" "${main_root}/conf/demo/tot_cakt.yaml")
+toy_conf="${main_root}/espnet_ot/toy/conf"   # the demo's configs (package data of espnet_ot.toy)
+[ -n "${asr_config}" ] || configs=("${toy_conf}/baseline.yaml" "${toy_conf}/tot_cakt.yaml")
 for c in "${configs[@]}"; do
     [ -f "${c}" ] || { echo "$0: --asr_config ${c} does not exist" >&2; exit 1; }
 done

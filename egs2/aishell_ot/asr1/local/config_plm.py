@@ -15,12 +15,11 @@ from espnet_ot.asr.model_config import as_model_conf, check_model_conf
 from espnet_ot.asr.plm import PLM_CONF_KEY
 from espnet_ot.asr.plm import PLM_FEATS_KEY as PLM_DATA_KEY
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
+from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.ot.config import DEFAULT_METHOD
 from espnet_ot.ot.config import NO_ALIGNMENT as NO_OT_ALIGNMENT
-from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.tasks.registration import MODEL_NAME, POSTENCODER_NAME
-from espnet_ot.toy.experiment import write_variant
-from espnet_ot.toy.world import plm_width
+from espnet_ot.utils.config_files import plm_width, write_variant
 
 
 def plm_options(config: dict, override: str = "") -> dict:

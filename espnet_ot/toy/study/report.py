@@ -1,109 +1,17 @@
-"""The toy study: a dev-only settings sweep, then seeds x methods with controls, CIs and an error decomposition."""
+"""The toy study's reports: the sweep's table and figure, and the study's RESULTS.md, summary.json and cer.png with
+CER over seeds, paired CIs against the baseline, the error decomposition, the OT statistics and the PLM probes."""
 
-import argparse
 import json
-import os
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_ot.toy.bootstrap import mean_sd, paired_comparison
 from espnet_ot.toy.errors import CATEGORIES
-from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
-from espnet_ot.toy.jobs import Console, JobFailed, Task, run_tasks
+from espnet_ot.toy.experiment import Run, ToyExperiment
+from espnet_ot.toy.jobs import Console
 from espnet_ot.toy.probe import feature_identity_probe, homophone_probe
+from espnet_ot.toy.study.design import SWEEP, SWEEP_SEED, Method
 from espnet_ot.toy.text import char_counts
-from espnet_ot.toy.world import CORPUS, PLM, build_corpus, build_plm, plm_width
-
-REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "demo"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A trained system of the study: its base config (conf/demo), a patch of it and the Z_L it reads."""
-
-    name: str
-    title: str
-    config: str
-    feats: Optional[str]
-    patch: Mapping[str, Any] = field(default_factory=dict)
-
-
-METHODS: Tuple[Method, ...] = (
-    Method("baseline", "Conformer-CTC baseline", "baseline.yaml", None),
-    Method("ot_bert", "OT-BERT", "ot_bert.yaml", "plm"),
-    Method("tot_cakt", "TOT-CAKT", "tot_cakt.yaml", "plm"),
-    Method("gm_ot", "GM-OT", "gm_ot.yaml", "plm"),
-    # (a) is a gain the loss weighting? TOT-CAKT's lambda * L_ctc with the OT terms weighted 0
-    Method("control_no_ot_weight", "control: TOT-CAKT with ot_weight 0", "tot_cakt.yaml", "plm",
-           {"model_conf": {"ot_weight": 0.0}}),
-    # (b) is a gain the PLM's knowledge? TOT-CAKT reading another utterance's Z_L of the same token length
-    Method("control_shuffled_plm", "control: TOT-CAKT, Z_L shuffled", "tot_cakt.yaml", "plm_shuffled"),
-    # our extension: TOT-CAKT whose Z_L is the PLM's expectation of each token from its context (token masked),
-    # the knowledge the homophone probe measures, instead of a code of the (already labelled) token itself
-    Method("tot_cakt_masked", "TOT-CAKT, masked Z_L (ours)", "tot_cakt.yaml", "plm_masked"),
-)
-METHOD_NAMES = tuple(m.name for m in METHODS)
-
-# The dev sweep (`python -m espnet_ot.bin.sweep`, run before the study): variants of each method's setting, each
-# trained once (seed SWEEP_SEED, not a study seed) and decoded on dev only; each variant states the values it
-# varies in full (so the sweep does not depend on conf/demo's current values); the first variant of a method was
-# its conf/demo setting before the sweep. The variant with the lowest dev CER is what conf/demo then carries (a
-# maintainer's edit, as ESPnet's conf/tuning -> conf/ choice). What is varied, one factor at a time within a budget
-# of 10 trainings plus the baseline at the same seed: the entropy weight eps (informative vs diffuse couplings),
-# the semi-relaxed acoustic marginal (frames may stay unmatched), the CTC weight lambda, the temporal prior's
-# weight beta, GM-OT's eps and edges (the paper's feature edges vs half feature, half temporal;
-# temporal edges alone, with no prior in the node cost, are symmetric under time reversal and leave the coupling
-# near uniform), and a row for the masked-Z_L extension at TOT-CAKT's setting. The adapter scale s and GM-OT's
-# alpha were added after the study had been run (one row each, at the chosen setting): conf/demo was chosen from
-# the rows above them.
-SWEEP_SEED = 100
-
-
-def _variant(ctc_lambda: float = 0.3, scale: float = 0.1, **alignment_conf: Any) -> Dict[str, Any]:
-    """A patch of a method's config: CTC weight lambda, adapter scale s (Eq. 22) and the alignment options."""
-    return {"model_conf": {"ctc_lambda": ctc_lambda, "alignment_conf": alignment_conf},
-            "postencoder_conf": {"scale": scale}}
-
-
-def _ot(eps: float = 0.1) -> Dict[str, Any]:
-    """OT-BERT's swept values in full (defaults: conf/demo before the sweep)."""
-    return _variant(eps=eps)
-
-
-def _tot(ctc_lambda: float = 0.3, eps: float = 0.3, beta: float = 0.5, relax: Optional[float] = None,
-         scale: float = 0.1) -> Dict[str, Any]:
-    """TOT-CAKT's swept values in full (defaults: conf/demo before the sweep)."""
-    return _variant(ctc_lambda, scale, eps=eps, beta=beta, relax=relax)
-
-
-def _gm(eps: float = 0.1, alpha: float = 0.5, edges: str = "feature", **extra: Any) -> Dict[str, Any]:
-    """GM-OT's swept values in full (defaults: conf/demo before the sweep)."""
-    return _variant(eps=eps, alpha=alpha, edges=edges, **extra)
-
-
-SWEEP: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
-    # the reference at the sweep's seed: is a variant's dev CER below the baseline's at all?
-    "baseline": (("ctc_only", {}),),
-    "ot_bert": (("eps0.1", _ot()), ("eps0.03", _ot(eps=0.03))),
-    "tot_cakt": (
-        ("eps0.3", _tot()),
-        ("eps0.1", _tot(eps=0.1)),
-        ("eps0.3_relax1", _tot(relax=1.0)),
-        ("eps0.3_lambda0.6", _tot(ctc_lambda=0.6)),
-        ("eps0.3_beta2", _tot(beta=2.0)),
-        ("eps0.3_relax1_s0.5", _tot(relax=1.0, scale=0.5)),
-    ),
-    "tot_cakt_masked": (("eps0.3", _tot()),),
-    "gm_ot": (
-        ("feature_edges", _gm()),
-        ("mix_edges", _gm(edges="mix", edge_mix=0.5)),
-        ("feature_edges_eps0.03", _gm(eps=0.03)),
-        ("feature_edges_eps0.03_alpha0.2", _gm(eps=0.03, alpha=0.2)),
-    ),
-}
 
 
 def _ot_stats(stats: Mapping[str, float]) -> Dict[str, float]:
@@ -112,74 +20,20 @@ def _ot_stats(stats: Mapping[str, float]) -> Dict[str, float]:
                                   "ot_iters", "loss_ot", "loss_align") if k in stats}
 
 
-class Study:
-    """Runs (resumably) the sweep or the study of the toy experiment and writes their reports."""
+class StudyReport:
+    """The reports of :class:`~espnet_ot.toy.study.runner.Study` (its base class): they read the finished runs of
+    ``self.x`` (the ToyExperiment), name the systems by ``self.methods`` and list the sweep's runs with
+    ``self.sweep_runs``."""
 
-    def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, jobs: int = 2,
-                 conf_dir: Path = REPO_CONF, console: Optional[Console] = None, train_args: Sequence[str] = ()):
-        """Paths only; nothing is computed here. train_args: extra asr_train options of every training."""
-        self.console = console or Console("study")
-        cores = os.cpu_count() or 1
-        self.jobs = max(1, jobs)
-        self.x = ToyExperiment(out, corpus, plm, plm_dim, threads=max(1, cores // self.jobs), console=self.console)
-        self.conf_dir = Path(conf_dir).resolve()
-        self.methods = {m.name: m for m in METHODS}
-        self.train_args = list(train_args)
+    x: ToyExperiment
+    methods: Dict[str, Method]
+    console: Console
 
-    def phase(self, name: str, fn) -> Callable[[], None]:
-        """fn wrapped to print one line when it starts and one (with its note) when it ends."""
-
-        def wrapped() -> None:
-            self.console.line(f"{name}: started")
-            t0 = time.time()
-            note = fn()
-            self.console.line(f"{name}: done in {time.time() - t0:.0f}s{' - ' + note if note else ''}")
-
-        return wrapped
-
-    def config_of(self, name: str, method: Method, patch: Mapping[str, Any]) -> Path:
-        merged = deep_update(dict(method.patch), patch)
-        if not merged:
-            return self.conf_dir / method.config
-        return write_variant(self.conf_dir / method.config, merged, self.x.out / "conf" / f"{name}.yaml", name)
-
-    def prep_tasks(self, runs: Sequence[Run]) -> List[Task]:
-        """Data, stats and Z_L dumps (the PLM is built before, see :func:`espnet_ot.toy.world.build_plm`)."""
-        x = self.x
-        base = self.conf_dir / METHODS[0].config
-        tasks = [
-            Task("data", self.phase("data", x.prepare_data)),
-            Task("stats", self.phase("stats", lambda: x.collect_stats(base)), ["data"]),
-        ]
-        if any(r.feats is not None for r in runs):
-            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"]),
-                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"])]
-        if any(r.feats == "plm_masked" for r in runs):
-            tasks += [Task(f"masked_{s}", self.phase(f"masked Z_L {s}", lambda s=s: x.dump_feats(s, "plm_masked")),
-                           ["data"]) for s in ("train", "dev")]
-        if any(r.feats == "plm_shuffled" for r in runs):
-            tasks.append(Task("shuffled", self.phase("shuffled Z_L", lambda: "; ".join(
-                x.shuffle_feats(s) for s in ("train", "dev"))), ["feats_train", "feats_dev"]))
-        return tasks
-
-    def train_tasks(self, runs: Sequence[Run], splits: Sequence[str]) -> List[Task]:
-        tasks = []
-        for run in runs:
-            deps = ["stats"]
-            if run.feats is not None:
-                deps += {"plm_shuffled": ["shuffled"], "plm_masked": ["masked_train", "masked_dev"]}.get(
-                    run.feats, ["feats_train", "feats_dev"])
-            tasks.append(Task(f"train {run.name}", self.phase(f"train {run.name}", lambda r=run: self.x.train(r, self.train_args)), deps))
-            tasks.append(Task(f"decode {run.name}", self.phase(
-                f"decode {run.name}", lambda r=run: self.x.decode(r, splits)), [f"train {run.name}"]))
-        return tasks
+    def sweep_runs(self, method: str) -> List[Tuple[str, Dict[str, Any], Run]]:
+        """(variant, patch, run) of each sweep variant of method: the runner's."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ sweep (dev only) and choice
-    def sweep_runs(self, method: str) -> List[Tuple[str, Dict[str, Any], Run]]:
-        m = self.methods[method]
-        return [(variant, patch, Run(f"sweep/{method}/{variant}", self.config_of(f"sweep_{method}_{variant}", m, patch),
-                                     SWEEP_SEED, m.feats)) for variant, patch in SWEEP.get(method, ())]
-
     def choose(self, method: str) -> Dict[str, Any]:
         """The sweep variant of method with the lowest dev CER (ties: the first listed); its table row."""
         rows = []
@@ -198,9 +52,9 @@ class Study:
         (self.x.out / "sweep.json").write_text(json.dumps({"seed": SWEEP_SEED, "rows": rows}, indent=1), encoding="utf-8")
         lines = ["# Toy sweep (dev only)", "", f"One training per variant (seed {SWEEP_SEED}, not a study seed), greedy "
                  "CTC on the dev set, the lowest dev CER marked. Test is not decoded. The first variant of a method was its "
-                 "conf/demo setting before the sweep; conf/demo carries the lowest-dev-CER variant, and the study "
-                 "trains conf/demo. One seed per variant: differences within about 1 CER point (the spread over "
-                 "seeds) are not evidence.", "",
+                 "espnet_ot/toy/conf setting before the sweep; espnet_ot/toy/conf carries the lowest-dev-CER variant, "
+                 "and the study trains espnet_ot/toy/conf. One seed per variant: differences within about 1 CER point "
+                 "(the spread over seeds) are not evidence.", "",
                  "| method | variant | dev CER (%) | linguistic share | band_mass | coupling entropy (rel. to uniform) | ot_marginal_err | patch |",
                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in rows:
@@ -243,70 +97,6 @@ class Study:
         return _ot_stats(self.x.first_interval_stats(run))
 
     # ------------------------------------------------------------------ study
-    def study_config(self, name: str) -> Path:
-        """Config of a study system: its base config (conf/demo) with its own patch (the controls')."""
-        return self.x.out / "conf" / f"study_{name}.yaml"
-
-    def write_study_config(self, name: str) -> str:
-        m = self.methods[name]
-        write_variant(self.conf_dir / m.config, m.patch, self.study_config(name), f"study {name}")
-        return str(self.study_config(name))
-
-    def study_runs(self, seeds: Sequence[int], methods: Sequence[str],
-                   control_seeds: Optional[Sequence[int]] = None) -> Dict[str, List[Run]]:
-        """The runs of each method; the controls use control_seeds (default: seeds)."""
-        def seeds_of(name: str) -> Sequence[int]:
-            return control_seeds if control_seeds is not None and name.startswith("control") else seeds
-
-        return {name: [Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
-                       for s in seeds_of(name)] for name in methods}
-
-    def run_sweep(self, methods: Sequence[str] = tuple(SWEEP)) -> Dict[str, Any]:
-        """Train (resuming) and decode on dev every sweep variant of methods; write <out>/sweep.{md,json,png}."""
-        unknown = sorted(set(methods) - set(SWEEP))
-        if unknown:
-            raise ValueError(f"methods: {', '.join(unknown)} not swept; choose from {', '.join(SWEEP)}")
-        runs = [r for m in methods for _, _, r in self.sweep_runs(m)]
-        run_tasks(self.prep_tasks(runs) + self.train_tasks(runs, ["dev"]), self.jobs, self.console)
-        report = self.write_sweep_report(methods)
-        self.console.raw((self.x.out / "sweep.md").read_text(encoding="utf-8"))
-        return report
-
-    def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                  control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-        """Train (resuming), decode and report every method for every seed, in one job graph.
-
-        The systems are the configs of conf_dir as they are (their settings chosen on dev by :meth:`run_sweep`).
-        """
-        if "baseline" not in methods:
-            raise ValueError("methods: the study compares with the baseline; keep `baseline` in --methods")
-        runs = self.study_runs(seeds, methods, control_seeds)
-        # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
-        order = [runs[name][i] for i in range(len(seeds)) for name in methods if i < len(runs[name])]
-        tasks = self.prep_tasks(order)
-        tasks += [Task(f"config {n}", self.phase(f"config {n}", lambda n=n: self.write_study_config(n))) for n in methods]
-        for task in self.train_tasks(order, ["dev", "test"]):
-            if task.name.startswith("train "):
-                task.deps.append(f"config {task.name.split('/')[1]}")
-            tasks.append(task)
-        run_tasks(tasks, self.jobs, self.console)
-        return self.report(runs)
-
-    def report_finished(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                        control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-        """:meth:`report` of the runs whose dev and test are decoded (nothing is trained); says what is missing."""
-        runs = self.study_runs(seeds, methods, control_seeds)
-        done = {name: [r for r in rs if all(self.x.hyp_file(r, s).is_file() for s in ("dev", "test"))]
-                for name, rs in runs.items()}
-        for name, rs in runs.items():
-            missing = [r.seed for r in rs if r not in done[name]]
-            if missing:
-                self.console.line(f"report: {name}: seeds {missing} not finished, reported without them")
-        done = {name: rs for name, rs in done.items() if rs}
-        if "baseline" not in done:
-            raise ValueError("methods: no finished baseline run to compare with; run the study first")
-        return self.report(done)
-
     def report(self, runs: Dict[str, List[Run]]) -> Dict[str, Any]:
         """RESULTS.md, summary.json and cer.png of finished runs (each method with its own seeds)."""
         x = self.x
@@ -488,33 +278,6 @@ class Study:
         ax.set_title("toy study: bars = mean over seeds, dots = seeds, red = baseline + 95% CI of the difference", fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
-
-
-def add_study_arguments(p: argparse.ArgumentParser) -> None:
-    """The options the sweep and the study CLIs share: where they write, the toy world's cache, configs, jobs."""
-    p.add_argument("--out", type=Path, default=Path("exp/study"), help="data, dumps, experiments and reports")
-    p.add_argument("--cache", type=Path, default=Path("exp/toy_world"), help="the toy corpus and PLM (built once)")
-    p.add_argument("--conf_dir", type=Path, default=REPO_CONF, help="the systems' base configs (conf/demo)")
-    p.add_argument("--jobs", type=int, default=2, help="trainings at once (each gets cores/jobs threads)")
-
-
-def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
-    """fn(); a failed job or a bad path/option ends the program with one line ``<prog>: error: ...``."""
-    try:
-        fn()
-    except (JobFailed, FileNotFoundError, ValueError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-
-
-def open_study(out: Path, cache: Path, conf_dir: Path = REPO_CONF, jobs: int = 2,
-               console: Optional[Console] = None) -> Study:
-    """The Study of the toy world cached in ``cache`` (corpus and PLM built there first if missing)."""
-    console = console or Console("study")
-    corpus = build_corpus(Path(cache).resolve() / "corpus", CORPUS, console)
-    plm = build_plm(Path(cache).resolve() / "plm", corpus, PLM, console)
-    return Study(out, corpus, plm, plm_width(plm), jobs=jobs, conf_dir=conf_dir, console=console)
 
 
 def _fmt(v: Optional[float]) -> str:
