@@ -20,10 +20,11 @@ $(STAMP): setup.py constraints.txt
 sysdeps:
 	@bash .ci/system_deps.sh
 
-# the test suite, then the plugin installed into an environment holding another ESPnet release (make compat,
+# lint and format (ruff.toml), the test suite, then the plugin installed into an environment holding another ESPnet release (make compat,
 # ~2-3 min: needs PyPI; without it a loud skip, under CI=true a failure)
 CI_ESPNET ?= 202506
 test: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 	$(PY) -m pytest -q --durations=15 tests
 	BASE_PYTHON=$(PY) .ci/check_espnet_release.sh $(CI_ESPNET)
 

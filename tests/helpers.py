@@ -47,8 +47,9 @@ def make_tiny_bert(
     from espnet_ot.toy.plm import SPECIAL_TOKENS, bert_config, save_char_bert
 
     vocab = list(SPECIAL_TOKENS) + list(chars)
-    config = bert_config(len(vocab), hidden, layers, heads, intermediate=2 * hidden, max_positions=max_positions,
-                         dropout=0.1)
+    config = bert_config(
+        len(vocab), hidden, layers, heads, intermediate=2 * hidden, max_positions=max_positions, dropout=0.1
+    )
     torch.manual_seed(seed)
     return save_char_bert(out_dir, vocab, BertModel(config), max_length=max_positions)
 
@@ -67,10 +68,7 @@ def write_token_list(path: Path, tokens: Sequence[str]) -> Path:
 def toy_transcripts(n: int, seed: int = 0, min_len: int = 2, max_len: int = 6) -> List[str]:
     """Random short transcripts over CHARS."""
     rng = np.random.default_rng(seed)
-    return [
-        "".join(rng.choice(list(CHARS), size=int(rng.integers(min_len, max_len + 1))))
-        for _ in range(n)
-    ]
+    return ["".join(rng.choice(list(CHARS), size=int(rng.integers(min_len, max_len + 1)))) for _ in range(n)]
 
 
 def write_data_dir(
@@ -112,9 +110,17 @@ def write_data_dir(
 
 
 # The tests' conformer encoder (in-process models and the YAML configs of the ESPnet runs), without dropout.
-TINY_ENCODER_CONF: Dict = dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, input_layer="conv2d",
-                               cnn_module_kernel=7, dropout_rate=0.0, positional_dropout_rate=0.0,
-                               attention_dropout_rate=0.0)
+TINY_ENCODER_CONF: Dict = dict(
+    output_size=32,
+    attention_heads=2,
+    linear_units=64,
+    num_blocks=1,
+    input_layer="conv2d",
+    cnn_module_kernel=7,
+    dropout_rate=0.0,
+    positional_dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 TINY_ENCODER_YAML = "encoder: conformer\nencoder_conf: " + json.dumps(TINY_ENCODER_CONF) + "\n"
 
 
@@ -134,9 +140,7 @@ def tiny_model_kwargs(
     return conformer_ctc_kwargs(token_list, input_size, encoder_conf, plm_dim=plm_dim, seed=seed)
 
 
-def build_tiny_ot_model(
-    token_list: Sequence[str], alignment: str = "tot", adapter: bool = True, seed: int = 0, **conf
-):
+def build_tiny_ot_model(token_list: Sequence[str], alignment: str = "tot", adapter: bool = True, seed: int = 0, **conf):
     """A tiny ESPnetOTModel; `conf` is its model_conf (plm, alignment_conf, ...)."""
     from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
 

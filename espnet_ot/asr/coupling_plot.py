@@ -80,8 +80,12 @@ def audio_file(value: str) -> Optional[str]:
 
 
 def utterance_items(
-    wav: Optional[Path] = None, text: Optional[str] = None, utt_id: Optional[str] = None,
-    data_dir: Optional[Path] = None, utt_ids: Optional[Sequence[str]] = None, num_utts: int = 3,
+    wav: Optional[Path] = None,
+    text: Optional[str] = None,
+    utt_id: Optional[str] = None,
+    data_dir: Optional[Path] = None,
+    utt_ids: Optional[Sequence[str]] = None,
+    num_utts: int = 3,
 ) -> List[Tuple[str, str, str]]:
     """(id, wav.scp value, transcript) of the utterances to plot: one (wav + text) or those of a Kaldi data dir
     (utt_ids, or the first num_utts). Everything is checked here, before any model loads: the audio files exist
@@ -243,8 +247,11 @@ class LoadedModel:
                 self.plm_name, layer=self.plm_layer, max_length=self.plm_max_length, field="--plm"
             )
             self._detok = self._branch.detokenizer(
-                self.model.token_list, self.token_type, self.token_hf_model,
-                sym_space=self.model.sym_space, sym_blank=self.model.sym_blank,
+                self.model.token_list,
+                self.token_type,
+                self.token_hf_model,
+                sym_space=self.model.sym_space,
+                sym_blank=self.model.sym_blank,
             )
         return self._branch
 
@@ -350,18 +357,24 @@ def plan_panels(models: List[LoadedModel], methods: Optional[Sequence[str]] = No
     for i, lm in enumerate(models):
         method = methods[i] if methods else lm.alignment
         if method not in METHOD_TITLES:
-            raise ValueError(
-                f"{lm.label}: model_conf.alignment is {method!r}; name its panel's method with --methods"
-            )
+            raise ValueError(f"{lm.label}: model_conf.alignment is {method!r}; name its panel's method with --methods")
         plan.append((lm, method))
     return plan
 
 
 def plot_couplings(
-    asr_train_config: Sequence[Path], asr_model_file: Sequence[Path], output: Optional[Path] = None,
-    output_dir: Optional[Path] = None, labels: Optional[Sequence[str]] = None, methods: Optional[Sequence[str]] = None,
-    plm: Optional[str] = None, plm_feats: Optional[Path] = None, eps: Optional[float] = None, device: str = "cpu",
-    dpi: int = 120, **utterances,
+    asr_train_config: Sequence[Path],
+    asr_model_file: Sequence[Path],
+    output: Optional[Path] = None,
+    output_dir: Optional[Path] = None,
+    labels: Optional[Sequence[str]] = None,
+    methods: Optional[Sequence[str]] = None,
+    plm: Optional[str] = None,
+    plm_feats: Optional[Path] = None,
+    eps: Optional[float] = None,
+    device: str = "cpu",
+    dpi: int = 120,
+    **utterances,
 ) -> List[Path]:
     """Write one PNG per utterance (``utterances``: the keyword arguments of :func:`utterance_items`).
 

@@ -13,7 +13,9 @@ import torch
 _TINY = 1e-30
 
 
-def pooled_log_posteriors(gamma: torch.Tensor, log_probs: torch.Tensor, blank: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def pooled_log_posteriors(
+    gamma: torch.Tensor, log_probs: torch.Tensor, blank: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """log q_j(v) over the non-blank tokens (B, L_t, V) (the blank column is meaningless) and the weights w.
 
     Args:

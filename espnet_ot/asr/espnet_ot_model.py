@@ -113,13 +113,10 @@ class ESPnetOTModel(ESPnetASRModel):
         """
         if ctc_weight != 1.0:
             raise ValueError(
-                f"model_conf.ctc_weight={ctc_weight}: model espnet_ot is pure CTC; "
-                "remove ctc_weight or set it to 1.0"
+                f"model_conf.ctc_weight={ctc_weight}: model espnet_ot is pure CTC; remove ctc_weight or set it to 1.0"
             )
         if alignment not in ALIGNMENTS:
-            raise ValueError(
-                f"{ALIGNMENT_FIELD}={alignment!r}: use one of {ALIGNMENTS}"
-            )
+            raise ValueError(f"{ALIGNMENT_FIELD}={alignment!r}: use one of {ALIGNMENTS}")
         if alignment == NO_ALIGNMENT:
             if alignment_conf:
                 key = next(iter(alignment_conf))
@@ -181,11 +178,7 @@ class ESPnetOTModel(ESPnetASRModel):
         self.ot_in_eval = ot_in_eval
         self.band = band
         # Plain attributes (not nn.Module children): never in state_dict(), loaded on first use.
-        self._plm = (
-            PLMTextBranch(plm, layer=plm_layer, max_length=plm_max_length)
-            if plm is not None
-            else None
-        )
+        self._plm = PLMTextBranch(plm, layer=plm_layer, max_length=plm_max_length) if plm is not None else None
         self._detokenizer: Optional[TokenDetokenizer] = None
 
     @property
@@ -215,9 +208,7 @@ class ESPnetOTModel(ESPnetASRModel):
             lens = text_lengths.tolist()
             text_ids = [row[:n] for row, n in zip(text.tolist(), lens)]
         with self.postencoder.capture() as captured:
-            loss_ctc, stats, weight = super().forward(
-                speech, speech_lengths, text, text_lengths, **kwargs
-            )
+            loss_ctc, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         h_a, h_lens = captured.h_a, captured.lengths
         if plm_feats is None:
             z, z_lens = self._plm_features(text_ids, h_a.device)
@@ -252,9 +243,7 @@ class ESPnetOTModel(ESPnetASRModel):
         loss, stats, weight = force_gatherable((loss, stats, weight), loss.device)
         return loss, stats, weight
 
-    def _plm_features(
-        self, text_ids: List[List[int]], device: torch.device
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _plm_features(self, text_ids: List[List[int]], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run the frozen PLM on the transcripts (loads it on first call)."""
         if self._plm is None:
             raise ValueError(
@@ -294,8 +283,10 @@ class ESPnetOTModel(ESPnetASRModel):
         ).tolist()
         zero = h_a.new_zeros(()).float()
         if n_valid == 0:
-            none = dict.fromkeys(("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err",
-                                  "ot_iters") + (("pool_peak", "pool_span") if distill is not None else ()))
+            none = dict.fromkeys(
+                ("band_mass", "coupling_entropy", "coupling_entropy_rel", "ot_marginal_err", "ot_iters")
+                + (("pool_peak", "pool_span") if distill is not None else ())
+            )
             return zero, zero, none, zero
         if n_valid < valid.numel():
             idx = valid.nonzero(as_tuple=True)[0]
@@ -340,7 +331,11 @@ class ESPnetOTModel(ESPnetASRModel):
         return loss_ot, loss_align, stats, loss_distill
 
     def _distill(
-        self, gamma: torch.Tensor, h_at: torch.Tensor, soft_labels: torch.Tensor, h_mask: torch.Tensor,
+        self,
+        gamma: torch.Tensor,
+        h_at: torch.Tensor,
+        soft_labels: torch.Tensor,
+        h_mask: torch.Tensor,
         batch_size: int,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """L_distill summed over utterances / batch size, and the pooling statistics.

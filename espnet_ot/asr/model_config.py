@@ -72,22 +72,38 @@ OT_FIELDS: Dict[str, Field] = {
     "ctc_lambda": Field(float, check=_UNIT, example=0.3),
     "ot_weight": Field(float, check=_NON_NEGATIVE, example=1.0),
     "distill_weight": Field(float, check=_NON_NEGATIVE, example=0.0),
-    "plm": Field(str, optional=True, check=(lambda v: v.strip() != "", "must name a PLM (not be empty)"),
-                 example="bert-base-chinese"),
+    "plm": Field(
+        str,
+        optional=True,
+        check=(lambda v: v.strip() != "", "must name a PLM (not be empty)"),
+        example="bert-base-chinese",
+    ),
     "plm_layer": Field(int, example=-1),  # its range comes from the PLM's config.json
-    "plm_max_length": Field(int, optional=True, check=(
-        lambda v: v >= MIN_PLM_POSITIONS,
-        f"must be >= {MIN_PLM_POSITIONS} (the positions of [CLS], a token and [SEP]); leave it unset for the "
-        "PLM's own maximum"), example=512),
+    "plm_max_length": Field(
+        int,
+        optional=True,
+        check=(
+            lambda v: v >= MIN_PLM_POSITIONS,
+            f"must be >= {MIN_PLM_POSITIONS} (the positions of [CLS], a token and [SEP]); leave it unset for the "
+            "PLM's own maximum",
+        ),
+        example=512,
+    ),
     "token_type": Field(str, example="char"),
     "token_hf_model": Field(str, optional=True, example="bert-base-chinese"),
     "align_exclude_special": Field(bool, example=True),
     "ot_include_special": Field(bool, example=True),
     "ot_in_eval": Field(bool, example=True),
-    "band": Field(float, check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1] (relative half-width of the diagonal "
-                                "band of band_mass)"), example=0.1),
-    "ctc_weight": Field(float, check=(lambda v: v == 1.0, "is not 1.0: model espnet_ot is pure CTC; remove "
-                                      "ctc_weight or set it to 1.0"), example=1.0),
+    "band": Field(
+        float,
+        check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1] (relative half-width of the diagonal band of band_mass)"),
+        example=0.1,
+    ),
+    "ctc_weight": Field(
+        float,
+        check=(lambda v: v == 1.0, "is not 1.0: model espnet_ot is pure CTC; remove ctc_weight or set it to 1.0"),
+        example=1.0,
+    ),
     "sym_space": Field(str, example="<space>"),
     "sym_blank": Field(str, example="<blank>"),
 }
@@ -206,8 +222,9 @@ def _check_plm(conf: Dict[str, Any], plm_dim: Optional[int], plm_required: bool,
             "without plm_feats will fail at the first batch: set it to the PLM's directory or Hugging Face name"
         )
         return
-    check_plm_config(config, name, conf.get("plm_layer", -1), conf.get("plm_max_length"), plm_dim, plm_field,
-                     PLM_DIM_FIELD)
+    check_plm_config(
+        config, name, conf.get("plm_layer", -1), conf.get("plm_max_length"), plm_dim, plm_field, PLM_DIM_FIELD
+    )
 
 
 def _convert(f: Field, value: Any, name: str) -> Any:

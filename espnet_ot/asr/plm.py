@@ -50,7 +50,12 @@ class PLMNotFoundError(RuntimeError):
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # Files of which a saved tokenizer has at least one (fast tokenizer, WordPiece, BPE, sentencepiece).
 TOKENIZER_FILES = (
-    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 
 
@@ -65,9 +70,11 @@ def _looks_like_local_path(name: str) -> bool:
         or name.startswith(("./", "../", "~", ".\\"))
         or name.count("/") > 1
         or name.endswith("/")
-        or os.sep != "/" and os.sep in name
+        or os.sep != "/"
+        and os.sep in name
         or not _HUB_ID.match(name)
-        or "/" in name and os.path.isdir(name.split("/", 1)[0])
+        or "/" in name
+        and os.path.isdir(name.split("/", 1)[0])
     )
 
 
@@ -309,8 +316,13 @@ class PLMTextBranch:
             raise plm_not_found(name, self.field, reason) from None
         self._check_tokenizer_matches(tokenizer, model)
         positions = _plm_positions(model, tokenizer)
-        check_plm_config(dict(model.config.to_dict(), max_position_embeddings=positions), name, self.layer,
-                         self.max_length_override, field=self.field)
+        check_plm_config(
+            dict(model.config.to_dict(), max_position_embeddings=positions),
+            name,
+            self.layer,
+            self.max_length_override,
+            field=self.field,
+        )
         model.eval()
         model.requires_grad_(False)
         self._tokenizer, self._model = tokenizer, model
@@ -405,9 +417,7 @@ class PLMTextBranch:
                     hf_tok = AutoTokenizer.from_pretrained(hf_tokenizer_name)
                 except (OSError, ValueError) as e:
                     raise plm_not_found(hf_tokenizer_name, "model_conf.token_hf_model", e)
-        return TokenDetokenizer(
-            token_list, token_type, unk_text=self.unk_text, hf_tokenizer=hf_tok, **symbols
-        )
+        return TokenDetokenizer(token_list, token_type, unk_text=self.unk_text, hf_tokenizer=hf_tok, **symbols)
 
     def tokenize(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
         """[CLS] y [SEP] ids (B, Lt) and lengths (B,), truncated to max_length keeping [CLS]/[SEP]."""
@@ -463,7 +473,9 @@ class PLMTextBranch:
         """The configured layer's hidden states (B, L, d_t) for token ids with a padding mask."""
         if self.layer == -1:
             return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        return self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states[self.layer]
+        return self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True).hidden_states[
+            self.layer
+        ]
 
     def encode_texts(
         self, texts: Sequence[str], device: Optional[torch.device] = None
@@ -488,7 +500,7 @@ class PLMTextBranch:
         z = self._states(ids, mask).float() * mask[..., None]
         rows = [(b, j) for b in range(ids.size(0)) for j in range(1, int(lengths[b]) - 1)]
         for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
+            part = rows[start : start + chunk]
             b_idx = torch.tensor([b for b, _ in part], device=z.device)
             j_idx = torch.tensor([j for _, j in part], device=z.device)
             n = torch.arange(len(part), device=z.device)

@@ -36,9 +36,13 @@ class DumpError(ValueError):
     """Bad input of the dump (one line naming the argument)."""
 
 
-def text_to_ids_fn(token_list: List[str], token_type: str = "char", bpemodel: Optional[str] = None,
-                   cleaner: Optional[str] = None, non_linguistic_symbols: Optional[str] = None
-                   ) -> Callable[[str, str], List[int]]:
+def text_to_ids_fn(
+    token_list: List[str],
+    token_type: str = "char",
+    bpemodel: Optional[str] = None,
+    cleaner: Optional[str] = None,
+    non_linguistic_symbols: Optional[str] = None,
+) -> Callable[[str, str], List[int]]:
     """ESPnet's training-time text preprocessing (CommonPreprocessor) as (utt, transcript) -> ids."""
     from espnet2.train.preprocessor import CommonPreprocessor
 
@@ -93,7 +97,7 @@ def _replace_ark_path(scp_tmp: Path, ark_tmp: Path, ark: Path, scp: Path) -> Non
         for line in f:
             utt, loc = line.rstrip("\n").split(" ", 1)
             assert loc.startswith(prefix), loc
-            lines.append(f"{utt} {ark}:{loc[len(prefix):]}\n")
+            lines.append(f"{utt} {ark}:{loc[len(prefix) :]}\n")
     tmp = scp.with_name(scp.name + ".tmp2")
     tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(ark_tmp, ark)
@@ -122,8 +126,9 @@ class _TokenMeans:
     def __init__(self, branch: PLMTextBranch, texts: Sequence[str], batch_size: int, device: str):
         sums: Dict[int, torch.Tensor] = {}
         counts: Dict[int, int] = {}
-        for chunk in progress(batches(list(texts), batch_size), total=len(texts), desc="token means", unit="utt",
-                              weight=len):
+        for chunk in progress(
+            batches(list(texts), batch_size), total=len(texts), desc="token means", unit="utt", weight=len
+        ):
             z, lengths = branch.encode_texts(chunk, torch.device(device))
             ids, _ = branch.tokenize(chunk)
             for b in range(len(chunk)):
@@ -147,11 +152,24 @@ class _TokenMeans:
 
 
 def dump_plm_feats(
-    text: Path, plm: str, output_dir: Path, name: str = "feats", token_list: Optional[Path] = None,
-    token_type: str = "char", bpemodel: Optional[str] = None, non_linguistic_symbols: Optional[str] = None,
-    cleaner: Optional[str] = None, token_hf_model: Optional[str] = None, plm_layer: int = -1,
-    plm_max_length: Optional[int] = None, kind: str = "contextual", means_text: Optional[Path] = None,
-    top_k: int = 16, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
+    text: Path,
+    plm: str,
+    output_dir: Path,
+    name: str = "feats",
+    token_list: Optional[Path] = None,
+    token_type: str = "char",
+    bpemodel: Optional[str] = None,
+    non_linguistic_symbols: Optional[str] = None,
+    cleaner: Optional[str] = None,
+    token_hf_model: Optional[str] = None,
+    plm_layer: int = -1,
+    plm_max_length: Optional[int] = None,
+    kind: str = "contextual",
+    means_text: Optional[Path] = None,
+    top_k: int = 16,
+    batch_size: int = 32,
+    device: str = "cpu",
+    dtype: str = "float32",
     max_unk_share: float = MAX_UNK_SHARE,
 ) -> Tuple[int, Path]:
     """Write <output_dir>/<name>.ark and .scp, one matrix per utterance of ``text`` (rows: [CLS] y [SEP]).
@@ -172,8 +190,10 @@ def dump_plm_feats(
     if kind in SOFT_LABEL_KINDS and (token_list is None or top_k < 1):
         raise DumpError(f"--kind {kind}: needs --token_list (the CTC tokens the labels are over) and --top_k >= 1")
     if kind == "context_free" and means_text is None:
-        raise DumpError("--kind context_free: needs --means_text (the training transcripts whose mean Z_L per "
-                        "token replaces each row)")
+        raise DumpError(
+            "--kind context_free: needs --means_text (the training transcripts whose mean Z_L per "
+            "token replaces each row)"
+        )
     if "/" in name or name in ("", ".", ".."):
         raise DumpError(f"--name {name!r}: a file name without '/' (the files go into --output_dir)")
     try:
@@ -186,7 +206,10 @@ def dump_plm_feats(
     utts = read_text(text)
     means_utts = read_text(means_text, "--means_text") if kind == "context_free" else []
     branch = PLMTextBranch(plm, layer=plm_layer, max_length=plm_max_length, field=PLM_FIELD).load()
-    to_plm_text: Callable[[str, str], str] = lambda utt, t: " ".join(t.split())
+
+    def to_plm_text(utt: str, t: str) -> str:
+        return " ".join(t.split())
+
     tokens: List[str] = []
     if token_list is not None:
         tokens = [t.rstrip("\n") for t in open(token_list, encoding="utf-8")]
@@ -198,8 +221,7 @@ def dump_plm_feats(
         to_plm_text = lambda utt, t: detok(to_ids(utt, t))  # noqa: E731
     texts = [to_plm_text(u, t) for u, t in utts]
 
-    encode = _encoder(branch, kind, tokens, top_k, batch_size, device,
-                      [to_plm_text(u, t) for u, t in means_utts])
+    encode = _encoder(branch, kind, tokens, top_k, batch_size, device, [to_plm_text(u, t) for u, t in means_utts])
     ark = output_dir / f"{name}.ark"
     scp = output_dir / f"{name}.scp"
     ark_tmp, scp_tmp = ark.with_name(ark.name + ".tmp"), scp.with_name(scp.name + ".tmp")
@@ -208,9 +230,10 @@ def dump_plm_feats(
     n = 0
     try:
         with _disk_errors(output_dir):
-            with torch.no_grad(), kaldiio.WriteHelper(
-                f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn
-            ) as writer:
+            with (
+                torch.no_grad(),
+                kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{scp_tmp}", write_function=write_fn) as writer,
+            ):
                 chunks = batches(list(zip(utts, texts)), batch_size)
                 for chunk in progress(chunks, total=len(utts), desc=f"dump_plm_feats {kind}", unit="utt", weight=len):
                     z, lengths = encode([t for _, t in chunk])
@@ -228,10 +251,14 @@ def dump_plm_feats(
     return n, scp
 
 
-
-
-def check_unknown(utts: Sequence[Tuple[str, str]], to_ids: Callable[[str, str], List[int]], tokens: List[str],
-                  token_list: Path, token_type: str = "char", max_share: float = MAX_UNK_SHARE) -> None:
+def check_unknown(
+    utts: Sequence[Tuple[str, str]],
+    to_ids: Callable[[str, str], List[int]],
+    tokens: List[str],
+    token_list: Path,
+    token_type: str = "char",
+    max_share: float = MAX_UNK_SHARE,
+) -> None:
     """Refuse a token list that lacks more than ``max_share`` of the text's tokens (naming them); warn below.
 
     With a char token list the missing characters are named, otherwise the utterances with an <unk>.
@@ -259,8 +286,9 @@ def check_unknown(utts: Sequence[Tuple[str, str]], to_ids: Callable[[str, str], 
             "of its tokens would become <unk>); give the token list the model is trained with (or raise "
             "--max_unk_share for a held-out set with many unseen characters)"
         )
-    logging.warning(f"{len(missing)} tokens of the text are not in {token_list} and become <unk> as in "
-                    f"training: {names}")
+    logging.warning(
+        f"{len(missing)} tokens of the text are not in {token_list} and become <unk> as in training: {names}"
+    )
 
 
 class _disk_errors:
@@ -274,13 +302,21 @@ class _disk_errors:
 
     def __exit__(self, kind, err, tb) -> bool:
         if kind is not None and issubclass(kind, OSError):
-            raise DumpError(f"--output_dir {self.output_dir}: cannot write ({err.strerror or err}); the previous "
-                            "dump is kept") from None
+            raise DumpError(
+                f"--output_dir {self.output_dir}: cannot write ({err.strerror or err}); the previous dump is kept"
+            ) from None
         return False
 
 
-def _encoder(branch: PLMTextBranch, kind: str, tokens: List[str], top_k: int, batch_size: int, device: str,
-             means_texts: Sequence[str]) -> Callable[[Sequence[str]], Tuple[torch.Tensor, torch.Tensor]]:
+def _encoder(
+    branch: PLMTextBranch,
+    kind: str,
+    tokens: List[str],
+    top_k: int,
+    batch_size: int,
+    device: str,
+    means_texts: Sequence[str],
+) -> Callable[[Sequence[str]], Tuple[torch.Tensor, torch.Tensor]]:
     """texts -> (matrices (B, L, width), lengths) of the given kind."""
     dev = torch.device(device)
     if kind == "contextual":

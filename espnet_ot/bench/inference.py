@@ -51,19 +51,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ours = build_model(args, "ot", "tot").eval()
     g = torch.Generator().manual_seed(args.seed)
     samples = int(16000 * args.seconds)
-    utts = [
-        torch.randn(1, samples - 800 * (i % 5), generator=g) * 0.1 for i in range(args.utterances)
-    ]
-    best = interleaved_times(
-        {"baseline": baseline, "ours": ours}, lambda m: decode_all(m, utts), args
-    )
+    utts = [torch.randn(1, samples - 800 * (i % 5), generator=g) * 0.1 for i in range(args.utterances)]
+    best = interleaved_times({"baseline": baseline, "ours": ours}, lambda m: decode_all(m, utts), args)
     base, mine = best["baseline"], best["ours"]
     # The adapter alone on encoder outputs: a low-noise view of the extra inference cost.
     with torch.inference_mode():
         encoded = [ours.encoder(*ours._extract_feats(u, torch.tensor([u.size(1)])))[:2] for u in utts]
-    adapter = interleaved_times(
-        {"adapter": ours.postencoder}, lambda m: run_adapter(m, encoded), args
-    )["adapter"]
+    adapter = interleaved_times({"adapter": ours.postencoder}, lambda m: run_adapter(m, encoded), args)["adapter"]
     config = model_config(args)
     config.pop("batch_size")
     print(

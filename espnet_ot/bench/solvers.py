@@ -41,9 +41,24 @@ def _l1_err(P: np.ndarray, a: np.ndarray, b: np.ndarray, relax: bool = False) ->
     return err if relax else err + float(np.abs(P.sum(1) - a).sum())
 
 
-def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float, max_iter: int,
-             gw_max_iter: int, beta: float, alpha: float, repeats: int, device: str,
-             seed: int = 0, pot_max_iter: int = 20000, relax: float = 1.0) -> Dict[str, object]:
+def run_case(
+    case: str,
+    B: int,
+    La: int,
+    Lt: int,
+    D: int,
+    eps: float,
+    tol: float,
+    max_iter: int,
+    gw_max_iter: int,
+    beta: float,
+    alpha: float,
+    repeats: int,
+    device: str,
+    seed: int = 0,
+    pot_max_iter: int = 20000,
+    relax: float = 1.0,
+) -> Dict[str, object]:
     """One row: ours vs POT's batched solver, POT's per-utterance loop and (Sinkhorn cases) POT's
     per-utterance ``sinkhorn_epsilon_scaling``, with iterations and worst L1 marginal error of each."""
     import ot
@@ -62,32 +77,38 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
     ours_log = {}
 
     if case in ("ot", "tot"):
+
         def ours():
             P, log = sinkhorn(C, mx, my, eps, max_iter=max_iter, tol=tol, return_log=True)
             ours_log.update(log)
             return P
 
         def pot_batch():
-            return ot.batch.solve_batch(C, reg=eps, a=a, b=b, max_iter=pot_max_iter, tol=tol,
-                                        method="log_sinkhorn").plan
+            return ot.batch.solve_batch(
+                C, reg=eps, a=a, b=b, max_iter=pot_max_iter, tol=tol, method="log_sinkhorn"
+            ).plan
 
         def pot_loop():
             return [
-                ot.bregman.sinkhorn_log(w[k][0], w[k][1], C_np[k, :n, :m], eps, numItermax=pot_max_iter,
-                                        stopThr=tol, warn=False, log=True)
+                ot.bregman.sinkhorn_log(
+                    w[k][0], w[k][1], C_np[k, :n, :m], eps, numItermax=pot_max_iter, stopThr=tol, warn=False, log=True
+                )
                 for k, (n, m) in enumerate(zip(la, lt))
             ]
 
         def pot_eps():
             return [
-                ot.bregman.sinkhorn_epsilon_scaling(w[k][0], w[k][1], C_np[k, :n, :m], eps,
-                                                    numItermax=pot_max_iter, stopThr=tol, warn=False, log=True)
+                ot.bregman.sinkhorn_epsilon_scaling(
+                    w[k][0], w[k][1], C_np[k, :n, :m], eps, numItermax=pot_max_iter, stopThr=tol, warn=False, log=True
+                )
                 for k, (n, m) in enumerate(zip(la, lt))
             ]
     elif case == "uot":
+
         def ours():
-            P, log = sinkhorn_unbalanced(C, mx, my, eps, reg_m=(relax, math.inf), max_iter=max_iter, tol=tol,
-                                         return_log=True)
+            P, log = sinkhorn_unbalanced(
+                C, mx, my, eps, reg_m=(relax, math.inf), max_iter=max_iter, tol=tol, return_log=True
+            )
             ours_log.update(log)
             return P
 
@@ -95,9 +116,17 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
 
         def pot_loop():
             return [
-                ot.unbalanced.sinkhorn_unbalanced(w[k][0], w[k][1], C_np[k, :n, :m], eps, (relax, math.inf),
-                                                  method="sinkhorn_stabilized", numItermax=pot_max_iter,
-                                                  stopThr=tol, log=True)
+                ot.unbalanced.sinkhorn_unbalanced(
+                    w[k][0],
+                    w[k][1],
+                    C_np[k, :n, :m],
+                    eps,
+                    (relax, math.inf),
+                    method="sinkhorn_stabilized",
+                    numItermax=pot_max_iter,
+                    stopThr=tol,
+                    log=True,
+                )
                 for k, (n, m) in enumerate(zip(la, lt))
             ]
     else:
@@ -106,8 +135,20 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
         Dx_np, Dy_np = Dx.cpu().double().numpy(), Dy.cpu().double().numpy()
 
         def ours():
-            P, log = fused_gromov_wasserstein(C, Sx, Sy, mx, my, alpha, eps, max_iter=gw_max_iter, tol=tol,
-                                              sinkhorn_max_iter=max_iter, sinkhorn_tol=tol, return_log=True)
+            P, log = fused_gromov_wasserstein(
+                C,
+                Sx,
+                Sy,
+                mx,
+                my,
+                alpha,
+                eps,
+                max_iter=gw_max_iter,
+                tol=tol,
+                sinkhorn_max_iter=max_iter,
+                sinkhorn_tol=tol,
+                return_log=True,
+            )
             ours_log.update(err=log["sinkhorn_err"], n_iter=log["sinkhorn_iter"])
             return P
 
@@ -115,15 +156,28 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
             # NB: a different problem. solve_gromov_batch is a proximal-point method (KL(T | T_k) steps) for
             # *unregularised* FGW, not entropic FGW; the row reports how far its plan is from POT's entropic one
             # (pot_batch_vs_loop_max_diff), and the loop is the POT path that solves our problem
-            return ot.batch.solve_gromov_batch(Dx, Dy, reg=eps, a=a, b=b, M=C, alpha=alpha, max_iter=gw_max_iter,
-                                               tol=tol, tol_inner=tol).plan
+            return ot.batch.solve_gromov_batch(
+                Dx, Dy, reg=eps, a=a, b=b, M=C, alpha=alpha, max_iter=gw_max_iter, tol=tol, tol_inner=tol
+            ).plan
 
         def pot_loop():
             return [
                 ot.gromov.entropic_fused_gromov_wasserstein(
-                    C_np[k, :n, :m], Dx_np[k, :n, :n], Dy_np[k, :m, :m], w[k][0], w[k][1],
-                    loss_fun="square_loss", epsilon=eps, alpha=alpha, max_iter=gw_max_iter, tol=tol,
-                    numItermax=max_iter, stopThr=tol, warn=False, log=True)
+                    C_np[k, :n, :m],
+                    Dx_np[k, :n, :n],
+                    Dy_np[k, :m, :m],
+                    w[k][0],
+                    w[k][1],
+                    loss_fun="square_loss",
+                    epsilon=eps,
+                    alpha=alpha,
+                    max_iter=gw_max_iter,
+                    tol=tol,
+                    numItermax=max_iter,
+                    stopThr=tol,
+                    warn=False,
+                    log=True,
+                )
                 for k, (n, m) in enumerate(zip(la, lt))
             ]
 
@@ -137,24 +191,46 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
     diff = max(float(np.abs(P[k, :n, :m] - plans[k]).max()) for k, (n, m) in enumerate(zip(la, lt)))
     ours_ms = _best_ms(ours, repeats, sync)
     row = {
-        "case": case, "B": B, "La": La, "Lt": Lt, "D": D, "eps": eps, "tol": tol, "device": device,
-        "threads": torch.get_num_threads(), "ours_ms": round(ours_ms, 3),
-        "ours_iters": int(ours_log["n_iter"].max()), "ours_marginal_err": float(f"{ours_err:.3g}"),
+        "case": case,
+        "B": B,
+        "La": La,
+        "Lt": Lt,
+        "D": D,
+        "eps": eps,
+        "tol": tol,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "ours_ms": round(ours_ms, 3),
+        "ours_iters": int(ours_log["n_iter"].max()),
+        "ours_marginal_err": float(f"{ours_err:.3g}"),
     }
     if case in ("tot", "uot"):  # the fgw case has no temporal prior (its structure is temporal)
         row["beta"] = beta
     if relaxed:
         row["relax"] = relax
     pot_loop_ms = _best_ms(pot_loop, max(1, repeats // 3), lambda: None)
-    row.update({"pot_loop_ms": round(pot_loop_ms, 3), "pot_loop_iters_max": max(pot_iters),
-                "pot_marginal_err": float(f"{pot_err:.3g}"), "pot_converged": bool(pot_err <= tol),
-                "speedup_vs_loop": round(pot_loop_ms / ours_ms, 2), "max_abs_diff": float(f"{diff:.3g}")})
+    row.update(
+        {
+            "pot_loop_ms": round(pot_loop_ms, 3),
+            "pot_loop_iters_max": max(pot_iters),
+            "pot_marginal_err": float(f"{pot_err:.3g}"),
+            "pot_converged": bool(pot_err <= tol),
+            "speedup_vs_loop": round(pot_loop_ms / ours_ms, 2),
+            "max_abs_diff": float(f"{diff:.3g}"),
+        }
+    )
     if pot_batch is not None:
         pb = pot_batch().cpu().double().numpy()
         pb_err = max(_l1_err(pb[k, :n, :m], *w[k]) for k, (n, m) in enumerate(zip(la, lt)))
         pot_batch_ms = _best_ms(pot_batch, max(1, repeats // 3), sync)
-        row.update({"pot_batch_ms": round(pot_batch_ms, 3), "pot_batch_marginal_err": float(f"{pb_err:.3g}"),
-                    "pot_batch_converged": bool(pb_err <= tol), "speedup_vs_batch": round(pot_batch_ms / ours_ms, 2)})
+        row.update(
+            {
+                "pot_batch_ms": round(pot_batch_ms, 3),
+                "pot_batch_marginal_err": float(f"{pb_err:.3g}"),
+                "pot_batch_converged": bool(pb_err <= tol),
+                "speedup_vs_batch": round(pot_batch_ms / ours_ms, 2),
+            }
+        )
         if case == "fgw":
             pb_diff = max(float(np.abs(pb[k, :n, :m] - plans[k]).max()) for k, (n, m) in enumerate(zip(la, lt)))
             row["pot_batch_vs_loop_max_diff"] = float(f"{pb_diff:.3g}")
@@ -162,24 +238,35 @@ def run_case(case: str, B: int, La: int, Lt: int, D: int, eps: float, tol: float
         es = pot_eps()
         es_err = max(_l1_err(es[k][0], *w[k]) for k in range(B))
         pot_eps_ms = _best_ms(pot_eps, 1, lambda: None)
-        row.update({"pot_epsscaling_ms": round(pot_eps_ms, 3), "pot_epsscaling_marginal_err": float(f"{es_err:.3g}"),
-                    "pot_epsscaling_converged": bool(es_err <= tol),
-                    "speedup_vs_epsscaling": round(pot_eps_ms / ours_ms, 2)})
+        row.update(
+            {
+                "pot_epsscaling_ms": round(pot_eps_ms, 3),
+                "pot_epsscaling_marginal_err": float(f"{es_err:.3g}"),
+                "pot_epsscaling_converged": bool(es_err <= tol),
+                "speedup_vs_epsscaling": round(pot_eps_ms / ours_ms, 2),
+            }
+        )
     return row
 
 
 def main(argv: List[str] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m espnet_ot.bench solvers", description=__doc__)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs of ours (a third of them for POT; the best is reported)")
+    p.add_argument(
+        "--repeats", type=int, default=7, help="timed runs of ours (a third of them for POT; the best is reported)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--eps", type=float, default=0.1, help="eps of the ot and fgw cases")
     p.add_argument("--tot_eps", "--tot-eps", default="0.1,0.01", help="comma-separated eps of the tot cases")
     p.add_argument("--relax", type=float, default=1.0, help="acoustic-side KL penalty of the uot case")
     p.add_argument("--tol", type=float, default=1e-4, help="L1 marginal tolerance of every solver")
-    p.add_argument("--pot_max_iter", "--pot-max-iter", type=int, default=20000, help="iteration cap of the POT Sinkhorn paths")
+    p.add_argument(
+        "--pot_max_iter", "--pot-max-iter", type=int, default=20000, help="iteration cap of the POT Sinkhorn paths"
+    )
     p.add_argument("--max_iter", "--max-iter", type=int, default=5000, help="our safety cap (we stop on --tol)")
-    p.add_argument("--gw_max_iter", "--gw-max-iter", type=int, default=50, help="outer FGW iterations (POT's batch default)")
+    p.add_argument(
+        "--gw_max_iter", "--gw-max-iter", type=int, default=50, help="outer FGW iterations (POT's batch default)"
+    )
     p.add_argument("--beta", type=float, default=0.5, help="temporal prior weight of the tot cases")
     p.add_argument("--alpha", type=float, default=0.5, help="FGW trade-off")
     p.add_argument("--cases", default="ot,tot,uot,fgw", help="comma-separated subset of ot,tot,uot,fgw")
@@ -196,9 +283,23 @@ def main(argv: List[str] = None) -> None:
             if La > 200 and case in ("tot", "uot"):
                 continue  # the long shape is FGW's; POT's Sinkhorn loops there take minutes
             for eps in eps_list:
-                row = run_case(case, B, La, Lt, D, eps, args.tol, args.max_iter, args.gw_max_iter, args.beta,
-                               args.alpha, args.repeats, args.device, pot_max_iter=args.pot_max_iter,
-                               relax=args.relax)
+                row = run_case(
+                    case,
+                    B,
+                    La,
+                    Lt,
+                    D,
+                    eps,
+                    args.tol,
+                    args.max_iter,
+                    args.gw_max_iter,
+                    args.beta,
+                    args.alpha,
+                    args.repeats,
+                    args.device,
+                    pot_max_iter=args.pot_max_iter,
+                    relax=args.relax,
+                )
                 print(json.dumps(row), flush=True)
 
 

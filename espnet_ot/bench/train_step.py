@@ -48,17 +48,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_mels", type=int, default=80)
     parser.add_argument("--plm_dim", type=int, default=768, help="d_t (bert-base: 768)")
     parser.add_argument("--vocab", type=int, default=4233, help="CTC vocabulary (AISHELL-1 chars)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (0: torch default; 1 is robust to load)"
-    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default; 1 is robust to load)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def model_config(args: argparse.Namespace) -> Dict:
     """The benchmark's model sizes, echoed in every JSON line."""
     return {
-        k: getattr(args, k)
-        for k in ("batch_size", "seconds", "d_model", "heads", "ffn", "blocks", "plm_dim", "vocab")
+        k: getattr(args, k) for k in ("batch_size", "seconds", "d_model", "heads", "ffn", "blocks", "plm_dim", "vocab")
     }
 
 
@@ -73,17 +70,34 @@ def build_model(args: argparse.Namespace, kind: str, alignment: str = "none", di
 
     token_list = ["<blank>", "<unk>"] + [f"t{i}" for i in range(args.vocab - 3)] + ["<sos/eos>"]
     frontend = DefaultFrontend(fs=16000, n_fft=512, win_length=400, hop_length=160, n_mels=args.n_mels)
-    encoder_conf = dict(output_size=args.d_model, attention_heads=args.heads, linear_units=args.ffn,
-                        num_blocks=args.blocks, input_layer="conv2d", macaron_style=True, rel_pos_type="latest",
-                        pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn", activation_type="swish",
-                        use_cnn_module=True, cnn_module_kernel=args.kernel)
-    parts = conformer_ctc_kwargs(token_list, args.n_mels, encoder_conf, plm_dim=args.plm_dim if kind != "baseline" else None,
-                                 frontend=frontend, seed=args.seed)
+    encoder_conf = dict(
+        output_size=args.d_model,
+        attention_heads=args.heads,
+        linear_units=args.ffn,
+        num_blocks=args.blocks,
+        input_layer="conv2d",
+        macaron_style=True,
+        rel_pos_type="latest",
+        pos_enc_layer_type="rel_pos",
+        selfattention_layer_type="rel_selfattn",
+        activation_type="swish",
+        use_cnn_module=True,
+        cnn_module_kernel=args.kernel,
+    )
+    parts = conformer_ctc_kwargs(
+        token_list,
+        args.n_mels,
+        encoder_conf,
+        plm_dim=args.plm_dim if kind != "baseline" else None,
+        frontend=frontend,
+        seed=args.seed,
+    )
     parts.update(report_cer=False, report_wer=False)
     if kind == "baseline":
         return ESPnetASRModel(ctc_weight=1.0, **parts)
-    return ESPnetOTModel(alignment=alignment, alignment_conf=ALIGNMENT_CONFS.get(alignment, {}),
-                         distill_weight=distill_weight, **parts)
+    return ESPnetOTModel(
+        alignment=alignment, alignment_conf=ALIGNMENT_CONFS.get(alignment, {}), distill_weight=distill_weight, **parts
+    )
 
 
 def make_batch(args: argparse.Namespace, with_plm_feats: bool = True) -> Dict[str, torch.Tensor]:
@@ -131,8 +145,9 @@ def train_step(model, batch: Dict[str, torch.Tensor]) -> None:
     loss.backward()
 
 
-def branch_step(model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict,
-                h_at: Optional[torch.Tensor] = None) -> None:
+def branch_step(
+    model, h_a: torch.Tensor, h_lens: torch.Tensor, batch: Dict, h_at: Optional[torch.Tensor] = None
+) -> None:
     """Forward + backward of the OT branch alone (L_ot + L_align on a given H_A; + L_distill on H_at if given)."""
     h = h_a.detach().requires_grad_(True)
     distill = None if h_at is None else (h_at.detach().requires_grad_(True), batch["plm_soft_labels"])
@@ -154,10 +169,7 @@ def interleaved_times(
             t = timed(lambda: run(models[name]))
             if rep >= args.warmup:
                 times[name].append(t)
-    return {
-        name: {"cpu": min(c for c, _ in v), "wall": min(w for _, w in v)}
-        for name, v in times.items()
-    }
+    return {name: {"cpu": min(c for c, _ in v), "wall": min(w for _, w in v)} for name, v in times.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -183,15 +195,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with torch.no_grad(), models["adapter"].postencoder.capture() as captured:
         models["adapter"].encode(batch["speech"], batch["speech_lengths"])
     h_a, h_lens, h_at = captured.h_a, captured.lengths, captured.h_at
-    branch = interleaved_times(
-        {a: models[a] for a in alignments}, lambda m: branch_step(m, h_a, h_lens, batch), args
-    )
+    branch = interleaved_times({a: models[a] for a in alignments}, lambda m: branch_step(m, h_a, h_lens, batch), args)
     base = best["baseline"]
     # what a step launches (the GPU cost of the branch is launch-bound: estimate it from these on paper)
     base_ops = op_counts(lambda: train_step(models["baseline"], batch))
     branch_ops = {a: op_counts(lambda m=models[a]: branch_step(m, h_a, h_lens, batch)) for a in alignments}
-    distill_ops = {a: op_counts(lambda m=models[a + "+distill"]: branch_step(m, h_a, h_lens, batch, h_at))
-                   for a in alignments}
+    distill_ops = {
+        a: op_counts(lambda m=models[a + "+distill"]: branch_step(m, h_a, h_lens, batch, h_at)) for a in alignments
+    }
     for a in alignments:
         print(
             json.dumps(

@@ -21,18 +21,33 @@ from espnet_ot.toy.study import Study, run_or_exit
 from espnet_ot.toy.world import CORPUS, PLM, TINY_CORPUS, TINY_PLM, TOY_CONF, build_corpus, build_plm
 
 SYSTEMS = ("baseline", "ot_bert", "tot_cakt", "gm_ot")
-TINY_TRAIN_ARGS = ["--encoder_conf", "output_size=32", "--encoder_conf", "linear_units=32",
-                   "--encoder_conf", "num_blocks=1", "--encoder_conf", "attention_heads=2",
-                   "--max_epoch", "1", "--keep_nbest_models", "1"]
+TINY_TRAIN_ARGS = [
+    "--encoder_conf",
+    "output_size=32",
+    "--encoder_conf",
+    "linear_units=32",
+    "--encoder_conf",
+    "num_blocks=1",
+    "--encoder_conf",
+    "attention_heads=2",
+    "--max_epoch",
+    "1",
+    "--keep_nbest_models",
+    "1",
+]
 
 
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     p.add_argument("--out", type=Path, default=Path("exp/demo"), help="data, dumps, experiments and RESULTS.md")
-    p.add_argument("--cache", type=Path, default=None, help="toy corpus and PLM (default exp/toy_world; "
-                   "tiny: <out>/cache)")
+    p.add_argument(
+        "--cache", type=Path, default=None, help="toy corpus and PLM (default exp/toy_world; tiny: <out>/cache)"
+    )
     p.add_argument("--conf_dir", type=Path, default=TOY_CONF, help="the four systems' configs")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--jobs", type=int, default=2, help="jobs at once (each gets cores/jobs threads)")
@@ -47,14 +62,33 @@ def plot_couplings(study: Study, runs, num: int, console: Console) -> str:
     out = x.out / "coupling"
     if num < 1:
         return "no coupling pictures (--num_plots 0)"
-    cmd: List = [sys.executable, "-m", "espnet_ot.bin.plot_coupling",
-                 "--asr_train_config", *[x.run_dir(r) / "config.yaml" for r in runs],
-                 "--asr_model_file", *[x.model_file(r) for r in runs],
-                 "--labels", *[study.methods[r.name.split("/")[1]].title for r in runs],
-                 "--plm_feats", x.feats_scp("plm", "dev"),
-                 "--data_dir", x.data / "dev", "--num_utts", str(num), "--output_dir", out]
-    run_logged(cmd, x.out / "coupling.log", console, job_env(x.threads), "coupling",
-               echo=lambda l: l.startswith("plot_coupling:"))
+    cmd: List = [
+        sys.executable,
+        "-m",
+        "espnet_ot.bin.plot_coupling",
+        "--asr_train_config",
+        *[x.run_dir(r) / "config.yaml" for r in runs],
+        "--asr_model_file",
+        *[x.model_file(r) for r in runs],
+        "--labels",
+        *[study.methods[r.name.split("/")[1]].title for r in runs],
+        "--plm_feats",
+        x.feats_scp("plm", "dev"),
+        "--data_dir",
+        x.data / "dev",
+        "--num_utts",
+        str(num),
+        "--output_dir",
+        out,
+    ]
+    run_logged(
+        cmd,
+        x.out / "coupling.log",
+        console,
+        job_env(x.threads),
+        "coupling",
+        echo=lambda line: line.startswith("plot_coupling:"),
+    )
     return f"{len(list(out.glob('*.png')))} PNGs in {out}"
 
 
@@ -67,8 +101,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     def go() -> None:
         corpus = cache / "corpus"
-        study = Study(args.out, corpus, cache / "plm", plm_opts["hidden"], jobs=args.jobs, conf_dir=args.conf_dir,
-                      console=console, train_args=TINY_TRAIN_ARGS if args.tiny else ())
+        study = Study(
+            args.out,
+            corpus,
+            cache / "plm",
+            plm_opts["hidden"],
+            jobs=args.jobs,
+            conf_dir=args.conf_dir,
+            console=console,
+            train_args=TINY_TRAIN_ARGS if args.tiny else (),
+        )
         study.phase("corpus", lambda: str(build_corpus(corpus, corpus_opts, console)))()
         # the PLM on every core first, then the four trainings `jobs` at a time: faster than a one-thread PLM
         # beside the baseline, after which one core would idle until the PLM is done
@@ -76,8 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         study.run_study([args.seed], SYSTEMS)
         runs = [study.study_runs([args.seed], [m])[m][0] for m in SYSTEMS if m != "baseline"]
         study.phase("coupling", lambda: plot_couplings(study, runs, args.num_plots, console))()
-        console.line(f"finished: {study.x.out / 'RESULTS.md'}, {study.x.out / 'coupling'}; one seed only: the "
-                     "evidence over seeds, with controls, is docs/results/toy_study.md (python -m espnet_ot.bin.study)")
+        console.line(
+            f"finished: {study.x.out / 'RESULTS.md'}, {study.x.out / 'coupling'}; one seed only: the "
+            "evidence over seeds, with controls, is docs/results/toy_study.md (python -m espnet_ot.bin.study)"
+        )
 
     run_or_exit("demo", go)
 

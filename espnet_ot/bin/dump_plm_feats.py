@@ -39,26 +39,36 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=Path, required=True, help="writes feats.ark/feats.scp")
     p.add_argument("--name", default="feats", help="basename of the ark/scp files")
     p.add_argument("--token_list", type=Path, default=None, help="ESPnet token list of the CTC")
-    p.add_argument(
-        "--token_type", default="char", choices=["char", "bpe", "word", "hugging_face"]
-    )
+    p.add_argument("--token_type", default="char", choices=["char", "bpe", "word", "hugging_face"])
     p.add_argument("--bpemodel", type=str_or_none, default=None, help="sentencepiece model or HF tokenizer name")
     p.add_argument("--non_linguistic_symbols", type=str_or_none, default=None)
     p.add_argument("--cleaner", type=str_or_none, default=None)
     p.add_argument("--token_hf_model", type=str_or_none, default=None, help="as model_conf.token_hf_model")
     p.add_argument("--plm_layer", type=int, default=-1, help="as model_conf.plm_layer")
     p.add_argument("--plm_max_length", type=int, default=None, help="as model_conf.plm_max_length")
-    p.add_argument("--kind", default="contextual", choices=KINDS,
-                   help="contextual: the papers' Z_L; masked: token j's row with token j replaced by [MASK]; "
-                   "context_free: each row = its token's mean Z_L over --means_text; mlm_soft_labels: the PLM's "
-                   "masked-LM prediction at each token over the CTC tokens (top --top_k; data key plm_soft_labels); "
-                   "identity_soft_labels: its one-hot control (the true token)")
-    p.add_argument("--means_text", type=Path, default=None,
-                   help="with --kind context_free: the transcripts (training set) whose mean Z_L per token is used")
+    p.add_argument(
+        "--kind",
+        default="contextual",
+        choices=KINDS,
+        help="contextual: the papers' Z_L; masked: token j's row with token j replaced by [MASK]; "
+        "context_free: each row = its token's mean Z_L over --means_text; mlm_soft_labels: the PLM's "
+        "masked-LM prediction at each token over the CTC tokens (top --top_k; data key plm_soft_labels); "
+        "identity_soft_labels: its one-hot control (the true token)",
+    )
+    p.add_argument(
+        "--means_text",
+        type=Path,
+        default=None,
+        help="with --kind context_free: the transcripts (training set) whose mean Z_L per token is used",
+    )
     p.add_argument("--top_k", type=int, default=16, help="with the soft-label kinds: tokens kept per position")
-    p.add_argument("--max_unk_share", type=float, default=MAX_UNK_SHARE,
-                   help="with --token_list: the share of the text's tokens that may be missing from it (become <unk>, "
-                   "as in training) before the dump refuses the token list as the wrong one")
+    p.add_argument(
+        "--max_unk_share",
+        type=float,
+        default=MAX_UNK_SHARE,
+        help="with --token_list: the share of the text's tokens that may be missing from it (become <unk>, "
+        "as in training) before the dump refuses the token list as the wrong one",
+    )
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

@@ -42,14 +42,18 @@ def _positive_float(value: str) -> float:
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options (the keyword arguments of :func:`espnet_ot.asr.coupling_plot.plot_couplings`)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[1:]),
     )
     p.add_argument("--asr_train_config", nargs="+", required=True, help="config.yaml of each trained model")
     p.add_argument("--asr_model_file", nargs="+", required=True, help="model .pth of each (same order)")
     p.add_argument("--labels", nargs="+", default=None, help="panel titles of the models")
     p.add_argument(
-        "--methods", nargs="+", default=None, choices=list(METHODS),
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
         help="one model: the panels' methods (default: ot tot gmot); several models: one method per model "
         "(default: each model's own model_conf.alignment)",
     )

@@ -17,14 +17,22 @@ from espnet_ot.toy.study import METHOD_NAMES, add_study_arguments, open_study, r
 
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     add_study_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
-    p.add_argument("--control_seeds", type=int, nargs="+", default=None, help="seeds of the controls (default: --seeds)")
+    p.add_argument(
+        "--control_seeds", type=int, nargs="+", default=None, help="seeds of the controls (default: --seeds)"
+    )
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    p.add_argument("--report_only", action="store_true",
-                   help="train nothing: report the finished runs (and say which seeds are missing)")
+    p.add_argument(
+        "--report_only",
+        action="store_true",
+        help="train nothing: report the finished runs (and say which seeds are missing)",
+    )
     return p
 
 

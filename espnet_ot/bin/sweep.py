@@ -16,8 +16,11 @@ from espnet_ot.toy.study import SWEEP, add_study_arguments, open_study, run_or_e
 
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     add_study_arguments(p)
     p.add_argument("--methods", nargs="+", default=list(SWEEP), choices=list(SWEEP))
     return p
@@ -27,7 +30,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point."""
     args = get_parser().parse_args(argv)
     console = Console("sweep")
-    run_or_exit("sweep", lambda: open_study(args.out, args.cache, args.conf_dir, args.jobs, console).run_sweep(args.methods))
+    run_or_exit(
+        "sweep", lambda: open_study(args.out, args.cache, args.conf_dir, args.jobs, console).run_sweep(args.methods)
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,11 @@ from espnet_ot.toy.transfer import ARM_KEYS, TransferStudy, transfer_markdown
 
 def get_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     add_study_arguments(p)
     p.add_argument("--replicates", type=int, default=2, help="the first N replicates of the protocol's order")
     p.add_argument("--arms", nargs="+", default=list(ARM_KEYS), choices=ARM_KEYS)

@@ -46,8 +46,9 @@ _NON_NEGATIVE: Check = (lambda v: v >= 0, "must be >= 0")
 _UNIT: Check = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
 
 
-def _option(name: str, methods: Tuple[str, ...], check: Optional[Check] = None,
-            choices: Optional[Tuple[str, ...]] = None):
+def _option(
+    name: str, methods: Tuple[str, ...], check: Optional[Check] = None, choices: Optional[Tuple[str, ...]] = None
+):
     """A config field: ot_alignment's default for `name`, the methods using it, its check or choices."""
     return field(default=_SOLVER_DEFAULTS[name], metadata=dict(methods=methods, check=check, choices=choices))
 

@@ -16,9 +16,7 @@ from espnet_ot.ot._utils import (  # noqa: F401 (NORM_EPS, NORM_REL: the floor's
 )
 
 
-def cosine_cost(
-    x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor
-) -> torch.Tensor:
+def cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
     r"""Pairwise cosine cost :math:`C_{ij} = 1 - \cos(h_i, z_j)`.
 
     The norms are floored at ``NORM_REL`` = 1e-3 times the largest norm of the utterance (and at least at
@@ -72,16 +70,18 @@ def _cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask:
     dtype = solver_dtype(x, y)
     with fp32_region(x):
         # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm
-        xn = normalize_rows(torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device)))
-        yn = normalize_rows(torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device)))
+        xn = normalize_rows(
+            torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device))
+        )
+        yn = normalize_rows(
+            torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device))
+        )
         cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
         pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
         return cost * pair.to(dtype)
 
 
-def temporal_distance(
-    x_mask: torch.Tensor, y_mask: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def temporal_distance(x_mask: torch.Tensor, y_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     r"""Cross-temporal distance of every (acoustic, linguistic) position pair, from the true lengths.
 
     .. math::
@@ -130,9 +130,7 @@ def temporal_distance(
     return d * pair.to(dtype)
 
 
-def tot_cost(
-    cost: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor, beta: float
-) -> torch.Tensor:
+def tot_cost(cost: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor, beta: float) -> torch.Tensor:
     r"""Temporal-order-preserving cost :math:`\tilde C = C + \beta\, d^2` (TOT-CAKT Eq. 19).
 
     Parameters

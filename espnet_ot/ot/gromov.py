@@ -16,8 +16,17 @@ from espnet_ot.ot._utils import (
     solver_dtype,
     uniform_weights,
 )
-from espnet_ot.ot.sinkhorn import (COMPACT_AT, EPS_SCALING, NEWTON_STEPS, STAGE_ITER, _Side, _sinkhorn_core, _write_back,
-                                   sinkhorn, sinkhorn_unbalanced)
+from espnet_ot.ot.sinkhorn import (
+    COMPACT_AT,
+    EPS_SCALING,
+    NEWTON_STEPS,
+    STAGE_ITER,
+    _Side,
+    _sinkhorn_core,
+    _write_back,
+    sinkhorn,
+    sinkhorn_unbalanced,
+)
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -151,16 +160,28 @@ def fused_gromov_wasserstein(
         active = x_mask.any(-1) & y_mask.any(-1)
         trusted = None  # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is)
         work = _Work(M, Sx, Sy, x_mask, y_mask, a, b, alpha, tau, dtype)
-        unrolled = functools.partial(sinkhorn if math.isinf(tau) else sinkhorn_unbalanced, eps=eps,
-                                     max_iter=sinkhorn_max_iter, tol=sinkhorn_tol, check_every=check_every,
-                                     return_log=True, warn=False,
-                                     **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}))
+        unrolled = functools.partial(
+            sinkhorn if math.isinf(tau) else sinkhorn_unbalanced,
+            eps=eps,
+            max_iter=sinkhorn_max_iter,
+            tol=sinkhorn_tol,
+            check_every=check_every,
+            return_log=True,
+            warn=False,
+            **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}),
+        )
         # the whole batch's results; the loop works on `rows`, the utterances still iterating (all at first, a
         # smaller batch once at most COMPACT_AT of them are left), and writes their state back when it shrinks
         zeros = functools.partial(torch.zeros, B, device=M.device)
-        state = {"gamma": a.unsqueeze(2) * b.unsqueeze(1), "f": torch.zeros_like(a), "g": torch.zeros_like(b),
-                 "err": zeros(dtype=dtype), "n_iter": zeros(dtype=torch.long),
-                 "s_err": zeros(dtype=dtype), "s_iter": zeros(dtype=torch.long)}
+        state = {
+            "gamma": a.unsqueeze(2) * b.unsqueeze(1),
+            "f": torch.zeros_like(a),
+            "g": torch.zeros_like(b),
+            "err": zeros(dtype=dtype),
+            "n_iter": zeros(dtype=torch.long),
+            "s_err": zeros(dtype=dtype),
+            "s_iter": zeros(dtype=torch.long),
+        }
         rows, w = None, dict(state)
         warm = False
         capped = False
@@ -187,8 +208,22 @@ def fused_gromov_wasserstein(
                 capped = capped or bool((log["err"] >= sinkhorn_tol).any())
             else:  # the solver proper, arguments checked above
                 gamma_new, log = _sinkhorn_core(
-                    G, work.mx, work.my, eps, (tau, math.inf), "kl", sinkhorn_max_iter, sinkhorn_tol, check_every,
-                    init, eps_scaling, None, STAGE_ITER, NEWTON_STEPS, trusted=warm and trusted, sides=work.sides,
+                    G,
+                    work.mx,
+                    work.my,
+                    eps,
+                    (tau, math.inf),
+                    "kl",
+                    sinkhorn_max_iter,
+                    sinkhorn_tol,
+                    check_every,
+                    init,
+                    eps_scaling,
+                    None,
+                    STAGE_ITER,
+                    NEWTON_STEPS,
+                    trusted=warm and trusted,
+                    sides=work.sides,
                 )
                 capped = capped or log["capped"]
             step = torch.linalg.vector_norm(gamma_new - gamma, dim=(1, 2))
@@ -215,8 +250,12 @@ def fused_gromov_wasserstein(
             stacklevel=2,
         )
     if return_log:
-        return gamma, {"n_iter": state["n_iter"], "err": state["err"], "sinkhorn_err": s_err,
-                       "sinkhorn_iter": state["s_iter"]}
+        return gamma, {
+            "n_iter": state["n_iter"],
+            "err": state["err"],
+            "sinkhorn_err": s_err,
+            "sinkhorn_iter": state["s_iter"],
+        }
     return gamma
 
 
@@ -244,6 +283,17 @@ class _Work:
         return torch.add(base, self.Sx.matmul(self.Sy.rmatmul(gamma)), alpha=-4.0 * self.alpha)
 
     def take(self, idx: torch.Tensor) -> "_Work":
-        return _Work(self.M[idx], self.Sx.subset(idx), self.Sy.subset(idx), self.mx[idx], self.my[idx], None,
-                     self.b[idx], self.alpha, self.tau, self.dtype, None if self.base is None else self.base[idx],
-                     tuple(s.subset(idx) for s in self.sides))
+        return _Work(
+            self.M[idx],
+            self.Sx.subset(idx),
+            self.Sy.subset(idx),
+            self.mx[idx],
+            self.my[idx],
+            None,
+            self.b[idx],
+            self.alpha,
+            self.tau,
+            self.dtype,
+            None if self.base is None else self.base[idx],
+            tuple(s.subset(idx) for s in self.sides),
+        )

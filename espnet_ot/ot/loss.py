@@ -49,8 +49,13 @@ def transport_cost(cost: torch.Tensor, coupling: torch.Tensor) -> torch.Tensor:
 
 
 def fgw_cost(
-    cost: torch.Tensor, struct_x: Structure, struct_y: Structure, coupling: torch.Tensor,
-    a: torch.Tensor, b: torch.Tensor, alpha: float,
+    cost: torch.Tensor,
+    struct_x: Structure,
+    struct_y: Structure,
+    coupling: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    alpha: float,
 ) -> torch.Tensor:
     r"""Per-utterance fused Gromov-Wasserstein objective with square loss.
 
@@ -96,7 +101,9 @@ def fgw_cost(
         return node
     with fp32_region(cost):
         const = gw_constant(struct_x, struct_y, a, b)
-        edge = (gw_tensor_product(struct_x, struct_y, coupling.to(cost.dtype), const) * coupling.to(cost.dtype)).sum((1, 2))
+        edge = (gw_tensor_product(struct_x, struct_y, coupling.to(cost.dtype), const) * coupling.to(cost.dtype)).sum(
+            (1, 2)
+        )
         return (1.0 - alpha) * node + alpha * edge
 
 
@@ -231,7 +238,9 @@ def ot_alignment(
     check_tensor("h", h, 3)
     check_tensor("z", z, 3)
     if h.shape[0] != z.shape[0] or h.shape[2] != z.shape[2]:
-        raise ValueError(f"h (B, La, D) and z (B, Lt, D) need the same B and D, got {tuple(h.shape)} and {tuple(z.shape)}")
+        raise ValueError(
+            f"h (B, La, D) and z (B, Lt, D) need the same B and D, got {tuple(h.shape)} and {tuple(z.shape)}"
+        )
     check_masks("h_mask", h_mask, "z_mask", z_mask, (h.shape[0], h.shape[1], z.shape[1]))
     check_finite("h", h.detach(), h_mask.unsqueeze(2), ("z", z.detach(), z_mask.unsqueeze(2)))
     if method not in METHODS:
@@ -253,8 +262,9 @@ def ot_alignment(
                 if math.isinf(tau):
                     gamma, log = sinkhorn(C_solve, h_mask, z_mask, eps, return_log=True, **solver_kw)
                 else:
-                    gamma, log = sinkhorn_unbalanced(C_solve, h_mask, z_mask, eps, reg_m=(tau, math.inf),
-                                                     return_log=True, **solver_kw)
+                    gamma, log = sinkhorn_unbalanced(
+                        C_solve, h_mask, z_mask, eps, reg_m=(tau, math.inf), return_log=True, **solver_kw
+                    )
             return OTAlignment(transport_cost(C, gamma), gamma, C, log["err"], log["n_iter"])
 
         edge_mix = as_number("edge_mix", edge_mix, low=0.0, high=1.0)
@@ -267,9 +277,20 @@ def ot_alignment(
             else:
                 C_solve, Sx_solve, Sy_solve = C, Sx, Sy
             gamma, log = fused_gromov_wasserstein(
-                C_solve, Sx_solve, Sy_solve, h_mask, z_mask, alpha, eps,
-                max_iter=gw_max_iter, tol=gw_tol, sinkhorn_max_iter=max_iter, sinkhorn_tol=tol,
-                relax=relax, eps_scaling=eps_scaling, return_log=True,
+                C_solve,
+                Sx_solve,
+                Sy_solve,
+                h_mask,
+                z_mask,
+                alpha,
+                eps,
+                max_iter=gw_max_iter,
+                tol=gw_tol,
+                sinkhorn_max_iter=max_iter,
+                sinkhorn_tol=tol,
+                relax=relax,
+                eps_scaling=eps_scaling,
+                return_log=True,
             )
         if math.isinf(tau):
             a = h_mask.to(C.dtype) / h_mask.sum(-1, keepdim=True).clamp_min(1)

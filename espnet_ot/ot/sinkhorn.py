@@ -151,8 +151,23 @@ def sinkhorn(
     True
     """
     return _solve(
-        "sinkhorn", cost, x_mask, y_mask, eps, (math.inf, math.inf), "kl", max_iter, tol, check_every,
-        init, return_log, eps_scaling, eps_init, stage_iter, warn, newton_steps,
+        "sinkhorn",
+        cost,
+        x_mask,
+        y_mask,
+        eps,
+        (math.inf, math.inf),
+        "kl",
+        max_iter,
+        tol,
+        check_every,
+        init,
+        return_log,
+        eps_scaling,
+        eps_init,
+        stage_iter,
+        warn,
+        newton_steps,
     )
 
 
@@ -241,8 +256,23 @@ def sinkhorn_unbalanced(
     if reg_type not in REG_TYPES:
         raise ValueError(f"reg_type must be one of {REG_TYPES}, got {reg_type!r}")
     return _solve(
-        "sinkhorn_unbalanced", cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every,
-        init, return_log, eps_scaling, eps_init, stage_iter, warn, newton_steps,
+        "sinkhorn_unbalanced",
+        cost,
+        x_mask,
+        y_mask,
+        eps,
+        taus,
+        reg_type,
+        max_iter,
+        tol,
+        check_every,
+        init,
+        return_log,
+        eps_scaling,
+        eps_init,
+        stage_iter,
+        warn,
+        newton_steps,
     )
 
 
@@ -299,13 +329,35 @@ def _sinkhorn_autograd(C, mx, my, eps, max_iter, tol, check_every, taus=(math.in
             if float(err.max()) < tol:
                 break
     coupling = torch.exp(M + f.unsqueeze(2) + g.unsqueeze(1)) * pair
-    log = {"f": f.detach() * eps, "g": g.detach() * eps, "err": err,
-           "n_iter": torch.full_like(err, n_iter, dtype=torch.long), "capped": bool(err.max() >= tol)}
+    log = {
+        "f": f.detach() * eps,
+        "g": g.detach() * eps,
+        "err": err,
+        "n_iter": torch.full_like(err, n_iter, dtype=torch.long),
+        "capped": bool(err.max() >= tol),
+    }
     return coupling, log
 
 
-def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init, return_log,
-           eps_scaling, eps_init, stage_iter, warn, newton_steps):
+def _solve(
+    name,
+    cost,
+    x_mask,
+    y_mask,
+    eps,
+    taus,
+    reg_type,
+    max_iter,
+    tol,
+    check_every,
+    init,
+    return_log,
+    eps_scaling,
+    eps_init,
+    stage_iter,
+    warn,
+    newton_steps,
+):
     """Argument checks, then :func:`_sinkhorn_core` in float32/float64 with autocast off."""
     check_tensor("cost", cost, 3)
     check_masks("x_mask", x_mask, "y_mask", y_mask, tuple(cost.shape))
@@ -334,13 +386,26 @@ def _solve(name, cost, x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check
         # grad="unrolled": plain log-domain iterations with out-of-place updates, differentiable step by step
         check_finite("cost", cost, x_mask.unsqueeze(2) & y_mask.unsqueeze(1))
         with fp32_region(cost):
-            coupling, log = _sinkhorn_autograd(cost.to(work), x_mask, y_mask, eps, max_iter, tol, check_every,
-                                               taus, reg_type)
+            coupling, log = _sinkhorn_autograd(
+                cost.to(work), x_mask, y_mask, eps, max_iter, tol, check_every, taus, reg_type
+            )
     else:
         with fp32_region(cost):
             coupling, log = _sinkhorn_core(
-                cost.to(work), x_mask, y_mask, eps, taus, reg_type, max_iter, tol, check_every, init,
-                eps_scaling, eps_init, stage_iter, newton_steps,
+                cost.to(work),
+                x_mask,
+                y_mask,
+                eps,
+                taus,
+                reg_type,
+                max_iter,
+                tol,
+                check_every,
+                init,
+                eps_scaling,
+                eps_init,
+                stage_iter,
+                newton_steps,
             )
     if work != dtype:
         coupling = coupling.to(dtype)
@@ -365,8 +430,11 @@ class _Side:
         m = mask.to(dtype)
         self.mask = mask
         self.w = m / m.sum(-1, keepdim=True).clamp_min(1.0)
-        self.log_w = torch.where(mask, torch.log(self.w.clamp_min(1e-300 if dtype == torch.float64 else 1e-38)),
-                                 torch.full_like(m, -math.inf))
+        self.log_w = torch.where(
+            mask,
+            torch.log(self.w.clamp_min(1e-300 if dtype == torch.float64 else 1e-38)),
+            torch.full_like(m, -math.inf),
+        )
         self.tau = tau
         self.hard = math.isinf(tau)
         self.reg_type = reg_type
@@ -388,12 +456,29 @@ class _Side:
     def log_target(self, phi0: torch.Tensor, expo: torch.Tensor) -> torch.Tensor:
         """Log-offset c of the absorbed update log u = c - expo * log(K v), (B, L); -inf on padding."""
         c = self.log_w if self.reg_type == "kl" else expo * self.log_w
-        return torch.where(self.mask, c + (expo - 1.0) * torch.where(self.mask, phi0, torch.zeros_like(phi0)),
-                           self.log_w)
+        return torch.where(
+            self.mask, c + (expo - 1.0) * torch.where(self.mask, phi0, torch.zeros_like(phi0)), self.log_w
+        )
 
 
-def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, init, eps_scaling, eps_init,
-                   stage_iter, newton_steps, trusted=False, sides=None):
+def _sinkhorn_core(
+    C,
+    mx,
+    my,
+    eps,
+    taus,
+    reg_type,
+    max_iter,
+    tol,
+    check_every,
+    init,
+    eps_scaling,
+    eps_init,
+    stage_iter,
+    newton_steps,
+    trusted=False,
+    sides=None,
+):
     """The solver proper on a float32/float64 cost; returns (coupling, log) with log['capped'] a bool.
 
     ``trusted``: the caller vouches for a warm start (``init``, no ladder) on finite costs, padding included,
@@ -410,9 +495,27 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     if trusted:
         if init is None or eps_init is not None:
             raise ValueError("_sinkhorn_core: trusted solves are warm starts without an eps ladder")
-        return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
-                              newton_steps, torch.ones(B, dtype=torch.bool, device=device), err, n_iter, phi, psi,
-                              None, None, 0)
+        return _solve_checked(
+            C,
+            X,
+            Y,
+            eps,
+            max_iter,
+            tol,
+            check_every,
+            init,
+            eps_scaling,
+            stage_iter,
+            newton_steps,
+            torch.ones(B, dtype=torch.bool, device=device),
+            err,
+            n_iter,
+            phi,
+            psi,
+            None,
+            None,
+            0,
+        )
     active = mx.any(-1) & my.any(-1)
     if C.numel() == 0:
         log = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter, "capped": False}
@@ -442,14 +545,45 @@ def _sinkhorn_core(C, mx, my, eps, taus, reg_type, max_iter, tol, check_every, i
     if not all_active:  # empty utterances (no real frame or token) get a zero coupling; the others are solved alone
         idx = active.nonzero(as_tuple=True)[0]
         coupling, log = _sinkhorn_core(
-            C_in[idx], mx[idx], my[idx], eps, taus, reg_type, max_iter, tol, check_every,
-            None if init is None else (init[0][idx], init[1][idx]), eps_scaling, eps_init, stage_iter, newton_steps,
+            C_in[idx],
+            mx[idx],
+            my[idx],
+            eps,
+            taus,
+            reg_type,
+            max_iter,
+            tol,
+            check_every,
+            None if init is None else (init[0][idx], init[1][idx]),
+            eps_scaling,
+            eps_init,
+            stage_iter,
+            newton_steps,
         )
         full = {"f": torch.zeros_like(phi), "g": torch.zeros_like(psi), "err": err, "n_iter": n_iter}
         log = {k: v.index_put((idx,), log[k]) for k, v in full.items()} | {"capped": log["capped"]}
         return torch.zeros_like(C_in).index_put_((idx,), coupling), log
-    return _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
-                          newton_steps, active, err, n_iter, phi, psi, lo, K_b, n_stages[0] if n_stages else 0)
+    return _solve_checked(
+        C,
+        X,
+        Y,
+        eps,
+        max_iter,
+        tol,
+        check_every,
+        init,
+        eps_scaling,
+        stage_iter,
+        newton_steps,
+        active,
+        err,
+        n_iter,
+        phi,
+        psi,
+        lo,
+        K_b,
+        n_stages[0] if n_stages else 0,
+    )
 
 
 def _uses_newton(newton_steps: int, Y: "_Side", Lt: int) -> bool:
@@ -474,8 +608,27 @@ def _ladder(lo, hi, active, eps, eps_init, eps_scaling, use_newton):
     return K_b
 
 
-def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, stage_iter,
-                   newton_steps, active, err, n_iter, phi, psi, lo, K_b, n_stages):
+def _solve_checked(
+    C,
+    X,
+    Y,
+    eps,
+    max_iter,
+    tol,
+    check_every,
+    init,
+    eps_scaling,
+    stage_iter,
+    newton_steps,
+    active,
+    err,
+    n_iter,
+    phi,
+    psi,
+    lo,
+    K_b,
+    n_stages,
+):
     """The solver on a checked cost in which every utterance has frames and tokens; ``lo``, the real costs'
     minimum per utterance, is needed for cold starts only; ``K_b`` (None: no eps ladder) is the length of every
     utterance's eps ladder, ``n_stages`` its maximum."""
@@ -499,7 +652,10 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
     use_newton = _uses_newton(newton_steps, Y, Lt)
     scaling = K_b is not None
     if scaling:  # eps ladder: utterance b starts at eps * r^-K_b
-        scale_of = lambda k: torch.pow(torch.full_like(err, 1.0 / eps_scaling), k.to(dtype))
+
+        def scale_of(k):
+            return torch.pow(torch.full_like(err, 1.0 / eps_scaling), k.to(dtype))
+
         eps_b = eps * scale_of(K_b)  # current eps of every utterance, (B,)
         eps_0 = eps_b[:, None]
     else:
@@ -523,8 +679,9 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         newton_ladder = use_newton and eps_k_s <= NEWTON_START
         if newton_ladder:
             newton = newton or _Newton(C, X, Y)
-            phi_n, psi_n, err_n, st, _, _ = newton.solve(eps_k_s, phi, psi, part, NEWTON_STAGE_TOL,
-                                                      min(newton_steps, NEWTON_STAGE_STEPS))
+            phi_n, psi_n, err_n, st, _, _ = newton.solve(
+                eps_k_s, phi, psi, part, NEWTON_STAGE_TOL, min(newton_steps, NEWTON_STAGE_STEPS)
+            )
             n_iter = n_iter + st
         else:
             phi_n, psi_n, err_n = _scaling_iters(C, eps_b, X, Y, phi, psi, stage_iter)
@@ -545,8 +702,9 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
     if use_newton and not newton_ladder:
         # early checks (easy problems converge in a few iterations at large eps), frozen at convergence
         n0 = min(max_iter, 2 * check_every)
-        phi_b, psi_b, err_b, n_b, n, block_coupling, all_conv = _final_block(C, eps_t, X, Y, phi, psi, n0,
-                                                                             FIRST_CHECKS, tol)
+        phi_b, psi_b, err_b, n_b, n, block_coupling, all_conv = _final_block(
+            C, eps_t, X, Y, phi, psi, n0, FIRST_CHECKS, tol
+        )
         fine = torch.isfinite(err_b)
         phi = torch.where(fine[:, None], phi_b, phi)
         psi = torch.where(fine[:, None], psi_b, psi)
@@ -577,8 +735,9 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
         sub = (lambda t: t) if everyone else (lambda t: t[idx])
         Xs, Ys = (X, Y) if everyone else (X.subset(idx), Y.subset(idx))
         budget = max_iter - int(done.max() if everyone else done[idx].max())
-        phi_b, psi_b, err_b, n_b, n, _, _ = _final_block(sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget,
-                                                   check_every, tol)
+        phi_b, psi_b, err_b, n_b, n, _, _ = _final_block(
+            sub(C), sub(eps_t), Xs, Ys, sub(phi), sub(psi), budget, check_every, tol
+        )
         failed = ~torch.isfinite(err_b)
         if bool(failed.any()):  # redo exactly in log domain for the utterances that under/overflowed
             fi = failed.nonzero(as_tuple=True)[0]
@@ -627,9 +786,13 @@ def _solve_checked(C, X, Y, eps, max_iter, tol, check_every, init, eps_scaling, 
 
 def _core_log(eps, act_x, act_y, phi, psi, err, n_iter, capped):
     """The solver's log: potentials f = eps phi, g = eps psi (0 on padding), error, iterations, capped."""
-    return {"f": eps * torch.where(act_x, phi, torch.zeros_like(phi)),
-            "g": eps * torch.where(act_y, psi, torch.zeros_like(psi)),
-            "err": err, "n_iter": n_iter, "capped": capped}
+    return {
+        "f": eps * torch.where(act_x, phi, torch.zeros_like(phi)),
+        "g": eps * torch.where(act_y, psi, torch.zeros_like(psi)),
+        "err": err,
+        "n_iter": n_iter,
+        "capped": capped,
+    }
 
 
 NEWTON_START = 1.0  # Newton's ladder starts at most here (cost units), Sinkhorn's at range / 8
@@ -759,7 +922,8 @@ class _Newton:
                 dropped += n_left - n_live  # stalled: neither converged nor live
                 nw = nw.take(keep)
                 psi, shift, err, e, delta, slope, t, steps, conv, live, need, todo = (
-                    v[keep] for v in (psi, shift, err, e, delta, slope, t, steps, conv, live, need, todo))
+                    v[keep] for v in (psi, shift, err, e, delta, slope, t, steps, conv, live, need, todo)
+                )
                 parts = tuple(v[keep] for v in parts)
             if n_need:
                 d, sl = nw.direction(e, parts)

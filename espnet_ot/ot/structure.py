@@ -158,7 +158,9 @@ class FeatureStructure(Structure):
 
     def __init__(self, x: torch.Tensor, mask: torch.Tensor):
         if x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
-            raise ValueError(f"FeatureStructure needs x (B, L, D) matching mask {tuple(mask.shape)}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"FeatureStructure needs x (B, L, D) matching mask {tuple(mask.shape)}, got {tuple(x.shape)}"
+            )
         self.mask = mask
         m = mask.unsqueeze(2)
         x = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))  # padding may hold anything

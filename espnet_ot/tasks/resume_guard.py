@@ -15,9 +15,23 @@ from typing import Any, Dict, List
 
 SETTINGS_FILE = "espnet_ot_settings.json"
 # what shapes the parameters or the training objective of an espnet_ot model, and the data it is trained on
-GUARDED = ("model", "model_conf", "frontend", "frontend_conf", "specaug", "specaug_conf", "normalize", "preencoder",
-           "preencoder_conf", "encoder", "encoder_conf", "postencoder", "postencoder_conf", "token_type",
-           "train_data_path_and_name_and_type")
+GUARDED = (
+    "model",
+    "model_conf",
+    "frontend",
+    "frontend_conf",
+    "specaug",
+    "specaug_conf",
+    "normalize",
+    "preencoder",
+    "preencoder_conf",
+    "encoder",
+    "encoder_conf",
+    "postencoder",
+    "postencoder_conf",
+    "token_type",
+    "train_data_path_and_name_and_type",
+)
 MODEL_NAME = "espnet_ot"
 
 

@@ -112,5 +112,11 @@ def paired_comparison(
     mean, sd = mean_sd(per)
     t = seed_paired_t_interval({i: 0.0 for i in range(len(per))}, dict(enumerate(per))) if len(per) > 1 else None
     boot = paired_bootstrap_cer_diff([errors_a[k][1] for k in keys], [errors_b[k][1] for k in keys], lens)
-    return {"mean": mean, "sd": sd, "n": len(keys), "per_replicate": per,
-            "t_ci95": [t["low"], t["high"]] if t else None, "bootstrap_ci95": [boot["low"], boot["high"]]}
+    return {
+        "mean": mean,
+        "sd": sd,
+        "n": len(keys),
+        "per_replicate": per,
+        "t_ci95": [t["low"], t["high"]] if t else None,
+        "bootstrap_ci95": [boot["low"], boot["high"]],
+    }

@@ -145,9 +145,7 @@ def build_toy_corpus(
     manifest_path = data_dir / MANIFEST_NAME
     if data_dir.exists():
         if not manifest_path.is_file():
-            raise FileExistsError(
-                f"out: {data_dir} exists and was not made by make_toy_corpus; choose another --out"
-            )
+            raise FileExistsError(f"out: {data_dir} exists and was not made by make_toy_corpus; choose another --out")
         old = json.loads(manifest_path.read_text(encoding="utf-8"))
         complete = (data_dir / ".complete").is_file()
         if complete and old.get("options") == options:

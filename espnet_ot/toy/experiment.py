@@ -13,13 +13,19 @@ from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.toy.errors import ErrorCounts, decompose, per_utterance
 from espnet_ot.toy.jobs import ECHO, ECHO_SKIP, EPOCH_RESULTS, FIRST_INTERVAL, Console, JobFailed, job_env, run_logged
 from espnet_ot.toy.kaldi_data import prepare_aishell, write_char_token_list
+
 # re-exported for toy.transfer and the recipe's local/config_plm.py
 from espnet_ot.utils.config_files import deep_update, write_variant  # noqa: F401
 
 CRITERION = "valid.cer_ctc"
 # the toy's PLM data kinds -> dump_plm_feats --kind (plm_shuffled is derived from plm by shuffle_feats)
-DUMPED_KINDS = {"plm": "contextual", "plm_masked": "masked", "plm_context_free": "context_free",
-                "soft_mlm": "mlm_soft_labels", "soft_identity": "identity_soft_labels"}
+DUMPED_KINDS = {
+    "plm": "contextual",
+    "plm_masked": "masked",
+    "plm_context_free": "context_free",
+    "soft_mlm": "mlm_soft_labels",
+    "soft_identity": "identity_soft_labels",
+}
 FEATS_KINDS = ("plm", "plm_shuffled", "plm_masked", "plm_context_free")
 SOFT_LABEL_KINDS = ("soft_mlm", "soft_identity")
 
@@ -66,8 +72,9 @@ def shuffle_within_length(lengths: Mapping[str, int], seed: int) -> Dict[str, st
 class ToyExperiment:
     """Paths and steps shared by the demo, the sweep and the study (all through ESPnet's asr_train)."""
 
-    def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, threads: int = 1,
-                 console: Optional[Console] = None):
+    def __init__(
+        self, out: Path, corpus: Path, plm: Path, plm_dim: int, threads: int = 1, console: Optional[Console] = None
+    ):
         """Set up paths under out; nothing is computed here."""
         self.out = Path(out).resolve()
         self.corpus = Path(corpus).resolve()
@@ -103,9 +110,23 @@ class ToyExperiment:
         out = self.feats_scp(kind, split).parent
         if (out / "feats.scp").is_file() and (out / "lengths").is_file():
             return f"reusing {out}/feats.scp"
-        cmd = [self.python, "-m", "espnet_ot.bin.dump_plm_feats", "--text", self.data / split / "text",
-               "--plm", self.plm, "--token_list", self.token_list, "--token_type", "char", "--output_dir", out,
-               "--kind", DUMPED_KINDS[kind]]
+        cmd = [
+            self.python,
+            "-m",
+            "espnet_ot.bin.dump_plm_feats",
+            "--text",
+            self.data / split / "text",
+            "--plm",
+            self.plm,
+            "--token_list",
+            self.token_list,
+            "--token_type",
+            "char",
+            "--output_dir",
+            out,
+            "--kind",
+            DUMPED_KINDS[kind],
+        ]
         if kind == "plm_context_free":  # each row its token's mean Z_L over the training transcripts
             cmd += ["--means_text", self.data / "train" / "text"]
         if split != "train":  # characters unseen in training become <unk> in held-out sets, as in training
@@ -137,21 +158,40 @@ class ToyExperiment:
             raise ValueError(f"soft_labels: use one of {SOFT_LABEL_KINDS} or None, got {soft_labels!r}")
         opts: List[str] = []
         for mode, split in (("train", "train"), ("valid", "dev")):
-            opts += [f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'wav.scp'},speech,sound",
-                     f"--{mode}_data_path_and_name_and_type", f"{self.data / split / 'text'},text,text"]
+            opts += [
+                f"--{mode}_data_path_and_name_and_type",
+                f"{self.data / split / 'wav.scp'},speech,sound",
+                f"--{mode}_data_path_and_name_and_type",
+                f"{self.data / split / 'text'},text,text",
+            ]
             if feats is not None:
                 opts += [f"--{mode}_data_path_and_name_and_type", f"{self.feats_scp(feats, split)},plm_feats,kaldi_ark"]
             if soft_labels is not None:
-                opts += [f"--{mode}_data_path_and_name_and_type",
-                         f"{self.feats_scp(soft_labels, split)},{SOFT_LABELS_KEY},kaldi_ark"]
+                opts += [
+                    f"--{mode}_data_path_and_name_and_type",
+                    f"{self.feats_scp(soft_labels, split)},{SOFT_LABELS_KEY},kaldi_ark",
+                ]
         if feats is not None or soft_labels is not None:
             opts += ["--allow_variable_data_keys", "true"]
         return opts
 
     def common_opts(self, seed: int) -> List[str]:
-        return ["--use_preprocessor", "true", "--token_type", "char", "--token_list", str(self.token_list),
-                "--ngpu", "0", "--seed", str(seed), "--num_workers", "0",
-                "--postencoder_conf", f"plm_dim={self.plm_dim}"]
+        return [
+            "--use_preprocessor",
+            "true",
+            "--token_type",
+            "char",
+            "--token_list",
+            str(self.token_list),
+            "--ngpu",
+            "0",
+            "--seed",
+            str(seed),
+            "--num_workers",
+            "0",
+            "--postencoder_conf",
+            f"plm_dim={self.plm_dim}",
+        ]
 
     def collect_stats(self, config: Path) -> str:
         """Shapes and global MVN statistics (asr_train --collect_stats), once."""
@@ -160,18 +200,33 @@ class ToyExperiment:
         keys = self.stats / "keys"
         keys.mkdir(parents=True, exist_ok=True)
         for mode, split in (("train", "train"), ("valid", "dev")):
-            (keys / f"{mode}.scp").write_text((self.data / split / "wav.scp").read_text(encoding="utf-8"),
-                                              encoding="utf-8")
-        cmd = [self.python, "-m", "espnet2.bin.asr_train", "--collect_stats", "true", "--config", config,
-               *self.common_opts(0), *self.data_opts(None),
-               "--train_shape_file", keys / "train.scp", "--valid_shape_file", keys / "valid.scp",
-               "--output_dir", self.stats]
+            (keys / f"{mode}.scp").write_text(
+                (self.data / split / "wav.scp").read_text(encoding="utf-8"), encoding="utf-8"
+            )
+        cmd = [
+            self.python,
+            "-m",
+            "espnet2.bin.asr_train",
+            "--collect_stats",
+            "true",
+            "--config",
+            config,
+            *self.common_opts(0),
+            *self.data_opts(None),
+            "--train_shape_file",
+            keys / "train.scp",
+            "--valid_shape_file",
+            keys / "valid.scp",
+            "--output_dir",
+            self.stats,
+        ]
         run_logged(cmd, self.stats / "stats.log", self.console, self.env(), "stats")
         n_tokens = len(self.token_list.read_text(encoding="utf-8").splitlines())
         for mode in ("train", "valid"):  # the token count is appended to text_shape, as asr.sh does
             shapes = (self.stats / mode / "text_shape").read_text(encoding="utf-8").splitlines()
             (self.stats / mode / "text_shape.char").write_text(
-                "".join(f"{l},{n_tokens}\n" for l in shapes if l.strip()), encoding="utf-8")
+                "".join(f"{line},{n_tokens}\n" for line in shapes if line.strip()), encoding="utf-8"
+            )
         return f"{self.stats}/train/feats_stats.npz"
 
     def run_dir(self, run: Run) -> Path:
@@ -185,20 +240,40 @@ class ToyExperiment:
         out = self.run_dir(run)
         if self.model_file(run).is_file():
             return f"reusing {self.model_file(run)}"
-        cmd = [self.python, "-m", "espnet2.bin.asr_train", "--config", run.config,
-               *self.common_opts(run.seed), *self.data_opts(run.feats, run.soft_labels),
-               "--train_shape_file", self.stats / "train" / "speech_shape",
-               "--train_shape_file", self.stats / "train" / "text_shape.char",
-               "--valid_shape_file", self.stats / "valid" / "speech_shape",
-               "--valid_shape_file", self.stats / "valid" / "text_shape.char",
-               "--normalize", "global_mvn", "--normalize_conf", f"stats_file={self.stats / 'train' / 'feats_stats.npz'}",
-               "--resume", "true", "--output_dir", out, *extra]
+        cmd = [
+            self.python,
+            "-m",
+            "espnet2.bin.asr_train",
+            "--config",
+            run.config,
+            *self.common_opts(run.seed),
+            *self.data_opts(run.feats, run.soft_labels),
+            "--train_shape_file",
+            self.stats / "train" / "speech_shape",
+            "--train_shape_file",
+            self.stats / "train" / "text_shape.char",
+            "--valid_shape_file",
+            self.stats / "valid" / "speech_shape",
+            "--valid_shape_file",
+            self.stats / "valid" / "text_shape.char",
+            "--normalize",
+            "global_mvn",
+            "--normalize_conf",
+            f"stats_file={self.stats / 'train' / 'feats_stats.npz'}",
+            "--resume",
+            "true",
+            "--output_dir",
+            out,
+            *extra,
+        ]
         if run.init is not None:
             cmd += ["--init_param", run.init]
         if run.feats is not None:
             # recorded in config.yaml so that plot_coupling finds the PLM; training reads the dumped Z_L
             cmd += ["--model_conf", f"plm={self.plm}"]
-        echo = (lambda l: True) if echo_all else (lambda l: bool(ECHO.search(l)) and not ECHO_SKIP.search(l))
+        echo = (
+            (lambda line: True) if echo_all else (lambda line: bool(ECHO.search(line)) and not ECHO_SKIP.search(line))
+        )
         log = out / "train.log"
         if log.is_file():  # keep the log of an interrupted attempt
             log.rename(out / f"train.{len(list(out.glob('train.*.log')))}.log")
@@ -216,8 +291,15 @@ class ToyExperiment:
         todo = [s for s in splits if not self.hyp_file(run, s).is_file()]
         if not todo:
             return "reusing decodings"
-        cmd = [self.python, "-m", "espnet_ot.toy.decode_cli", "--config", self.run_dir(run) / "config.yaml",
-               "--model_file", self.model_file(run)]
+        cmd = [
+            self.python,
+            "-m",
+            "espnet_ot.toy.decode_cli",
+            "--config",
+            self.run_dir(run) / "config.yaml",
+            "--model_file",
+            self.model_file(run),
+        ]
         for split in todo:
             cmd += ["--wav_scp", self.data / split / "wav.scp", "--output", self.hyp_file(run, split)]
         run_logged(cmd, self.run_dir(run) / "decode_greedy.log", self.console, self.env(), f"{run.name} decode")

@@ -71,15 +71,25 @@ def job_env(threads: int) -> Dict[str, str]:
     """Environment of the subprocesses: offline Hugging Face, `threads` torch threads, Agg matplotlib."""
     env = dict(os.environ)
     env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", MPLBACKEND="Agg",
-        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
     )
     return env
 
 
 def run_logged(
-    cmd: Sequence[str], log: Path, console: Console, env: Dict[str, str], tag: str,
-    echo: Optional[Callable[[str], bool]] = None, cwd: Optional[Path] = None,
+    cmd: Sequence[str],
+    log: Path,
+    console: Console,
+    env: Dict[str, str],
+    tag: str,
+    echo: Optional[Callable[[str], bool]] = None,
+    cwd: Optional[Path] = None,
 ) -> None:
     """Run cmd with stdout+stderr into `log`; echo selected lines as `[tag] line`; raise JobFailed on error."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +97,13 @@ def run_logged(
         f.write("# " + " ".join(str(c) for c in cmd) + "\n")
         f.flush()
         proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-            errors="replace", cwd=str(cwd) if cwd else None,
+            [str(c) for c in cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            errors="replace",
+            cwd=str(cwd) if cwd else None,
         )
         assert proc.stdout is not None
         with _LIVE_LOCK:

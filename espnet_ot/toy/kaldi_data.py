@@ -56,9 +56,7 @@ def write_data_dir(out_dir: Path, utts: Dict[str, Tuple[str, Path, str]]) -> Pat
     return out_dir
 
 
-def prepare_aishell(
-    corpus: Path, out_dir: Path, splits: Sequence[str] = SPLITS, prefix: str = ""
-) -> Dict[str, Path]:
+def prepare_aishell(corpus: Path, out_dir: Path, splits: Sequence[str] = SPLITS, prefix: str = "") -> Dict[str, Path]:
     """Write <out_dir>/<prefix><split> data dirs from an AISHELL-1-layout corpus root (holding data_aishell/).
 
     Only utterances that have both a wav and a non-empty transcript are kept, like local/data.sh.
@@ -112,4 +110,3 @@ def write_char_token_list(train_text: Path, path: Path, min_count: int = 1) -> L
     tokens = char_token_list(read_2columns_text(train_text).values(), min_count=min_count)
     write_token_list(path, tokens)
     return tokens
-

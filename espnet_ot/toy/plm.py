@@ -35,9 +35,7 @@ def build_vocab(sentences: Sequence[str], vocab_size: int) -> List[str]:
 def encode(sentences: Sequence[str], vocab: Sequence[str]) -> List[torch.Tensor]:
     """[CLS] c1 ... cn [SEP] ids per sentence, characters outside the vocabulary as [UNK]."""
     index = {tok: i for i, tok in enumerate(vocab)}
-    return [
-        torch.tensor([CLS_ID] + [index.get(c, UNK_ID) for c in s] + [SEP_ID], dtype=torch.long) for s in sentences
-    ]
+    return [torch.tensor([CLS_ID] + [index.get(c, UNK_ID) for c in s] + [SEP_ID], dtype=torch.long) for s in sentences]
 
 
 def pad_batch(seqs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -181,8 +179,15 @@ def _fingerprint(items: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(sorted(items)).encode("utf-8")).hexdigest()[:16]
 
 
-def bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2, intermediate: Optional[int] = None,
-                max_positions: int = 128, dropout: float = 0.0):
+def bert_config(
+    vocab_size: int,
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: Optional[int] = None,
+    max_positions: int = 128,
+    dropout: float = 0.0,
+):
     """transformers' BertConfig of a tiny BERT (intermediate size 4 x hidden unless given)."""
     from transformers import BertConfig
 
@@ -245,9 +250,20 @@ def _reused(out_dir: Path, options: Dict, force: bool, log: Callable[[str], None
     return None
 
 
-def _train(model, train_ids: Sequence[torch.Tensor], vocab_size: int, steps: Optional[int], minutes: float,
-           threads: int, batch_tokens: int, mask_prob: float, lr: float, warmup: float, seed: int,
-           log: Callable[[str], None]) -> int:
+def _train(
+    model,
+    train_ids: Sequence[torch.Tensor],
+    vocab_size: int,
+    steps: Optional[int],
+    minutes: float,
+    threads: int,
+    batch_tokens: int,
+    mask_prob: float,
+    lr: float,
+    warmup: float,
+    seed: int,
+    log: Callable[[str], None],
+) -> int:
     """Masked-LM training with AdamW (warmup, linear decay); returns the number of steps taken.
 
     With a time budget (steps None) the first steps are timed and fix the schedule length; with threads=0 they
@@ -314,9 +330,15 @@ def _train(model, train_ids: Sequence[torch.Tensor], vocab_size: int, steps: Opt
     return total
 
 
-def _evaluate(model, train_ids: Sequence[torch.Tensor], eval_ids: Sequence[torch.Tensor],
-              toy_eval_ids: Sequence[torch.Tensor], vocab: Sequence[str], seed: int,
-              log: Callable[[str], None]) -> Dict:
+def _evaluate(
+    model,
+    train_ids: Sequence[torch.Tensor],
+    eval_ids: Sequence[torch.Tensor],
+    toy_eval_ids: Sequence[torch.Tensor],
+    vocab: Sequence[str],
+    seed: int,
+    log: Callable[[str], None],
+) -> Dict:
     """Held-out masked-character accuracy against the unigram baseline (and on the toy dev+test sentences)."""
     eval_seed = seed + 12345
     res = masked_accuracy(model, eval_ids, len(vocab), eval_seed)
@@ -442,8 +464,9 @@ def pretrain_toy_plm(
     model.train()
     previous_threads = torch.get_num_threads()
     t1 = time.time()
-    total = _train(model, train_ids, len(vocab), steps, minutes, threads, batch_tokens, mask_prob, lr, warmup, seed,
-                   log)
+    total = _train(
+        model, train_ids, len(vocab), steps, minutes, threads, batch_tokens, mask_prob, lr, warmup, seed, log
+    )
     results = dict(train_steps=total, train_sentences=len(train_ids), train_seconds=round(time.time() - t1, 1))
     toy_eval_ids = encode(sorted(exclude_set), vocab) if exclude_set else []
     results.update(_evaluate(model, train_ids, encode(eval_sents, vocab), toy_eval_ids, vocab, seed, log))

@@ -57,8 +57,10 @@ def homophone_probe(
         plm_hits = freq_hits = 0
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            ids = [[tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in s] + [tok.sep_token_id]
-                   for s, _, _ in chunk]
+            ids = [
+                [tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in s] + [tok.sep_token_id]
+                for s, _, _ in chunk
+            ]
             width = max(len(x) for x in ids)
             input_ids = torch.full((len(ids), width), tok.pad_token_id)
             attention = torch.zeros((len(ids), width), dtype=torch.long)
@@ -93,14 +95,17 @@ def feature_identity_probe(
     the ambiguous positions). Close to 1 means Z_L is a code of the token itself, information the CTC labels
     already carry; the PLM's knowledge of which homophone fits the context shows when the token is masked.
     """
+
     def rows(pairs):
         chars: List[str] = []
         mats = []
         for sentence, z in pairs:
             z = np.asarray(z, dtype=np.float64)
             if z.shape[0] != len(sentence) + 2:
-                raise ValueError(f"Z_L of {sentence!r} has {z.shape[0]} rows, expected {len(sentence) + 2} "
-                                 "(one per character plus [CLS] and [SEP])")
+                raise ValueError(
+                    f"Z_L of {sentence!r} has {z.shape[0]} rows, expected {len(sentence) + 2} "
+                    "(one per character plus [CLS] and [SEP])"
+                )
             chars += list(sentence)
             mats.append(z[1:-1])
         x = np.concatenate(mats)
@@ -118,15 +123,23 @@ def feature_identity_probe(
     right = [vocab[int(k)] == test_chars[i] for i, k in zip(known, scores.argmax(1))]
     homophones = _candidates(vocab, same_tone=False)
     amb = [(n, i) for n, i in enumerate(known) if len(homophones[test_chars[i]]) > 1]
-    right_h = [homophones[test_chars[i]][int(np.argmax(scores[n, [index[c] for c in homophones[test_chars[i]]]]))]
-               == test_chars[i] for n, i in amb]
-    return {"all": float(np.mean(right)), "homophones": float(np.mean(right_h)) if right_h else float("nan"),
-            "n": len(known), "n_homophones": len(amb)}
+    right_h = [
+        homophones[test_chars[i]][int(np.argmax(scores[n, [index[c] for c in homophones[test_chars[i]]]]))]
+        == test_chars[i]
+        for n, i in amb
+    ]
+    return {
+        "all": float(np.mean(right)),
+        "homophones": float(np.mean(right_h)) if right_h else float("nan"),
+        "n": len(known),
+        "n_homophones": len(amb),
+    }
 
 
 @torch.no_grad()
-def plm_rechoice(plm: Union[str, Path], hyps: Dict[str, str], inventory: Sequence[str],
-                 batch_size: int = 256) -> Dict[str, str]:
+def plm_rechoice(
+    plm: Union[str, Path], hyps: Dict[str, str], inventory: Sequence[str], batch_size: int = 256
+) -> Dict[str, str]:
     """A decode-time ceiling: each hypothesis character re-chosen by the PLM among its same-syllable characters.
 
     For every character of every hypothesis that has same-syllable (any tone) candidates in ``inventory``, the
@@ -139,13 +152,16 @@ def plm_rechoice(plm: Union[str, Path], hyps: Dict[str, str], inventory: Sequenc
     model = AutoModelForMaskedLM.from_pretrained(str(plm)).eval()
     vocab = tok.get_vocab()
     cands = _candidates([c for c in inventory if c in vocab], same_tone=False)
-    items = [(u, i, cands[c]) for u, h in sorted(hyps.items()) for i, c in enumerate(h)
-             if c in cands and len(cands[c]) > 1]
+    items = [
+        (u, i, cands[c]) for u, h in sorted(hyps.items()) for i, c in enumerate(h) if c in cands and len(cands[c]) > 1
+    ]
     out = {u: list(h) for u, h in hyps.items()}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        ids = [[tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in hyps[u]] + [tok.sep_token_id]
-               for u, _, _ in chunk]
+        ids = [
+            [tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in hyps[u]] + [tok.sep_token_id]
+            for u, _, _ in chunk
+        ]
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), tok.pad_token_id)
         attention = torch.zeros((len(ids), width), dtype=torch.long)

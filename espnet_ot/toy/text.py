@@ -63,9 +63,7 @@ def _news_sentences_cached(min_len: int, max_len: int, parts: Tuple[str, ...]) -
     return tuple(out)
 
 
-def load_news_sentences(
-    min_len: int = 6, max_len: int = 20, parts: Sequence[str] = NEWS_PARTS
-) -> List[str]:
+def load_news_sentences(min_len: int = 6, max_len: int = 20, parts: Sequence[str] = NEWS_PARTS) -> List[str]:
     """Return the distinct CJK-only news clauses of min_len..max_len characters, in order of first appearance.
 
     The order only depends on the package contents, so it is the same on every machine and run.

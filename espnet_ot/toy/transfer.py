@@ -28,7 +28,9 @@ class Arm:
 
 _DISTIL = {"model_conf": {"ot_weight": 0.0, "distill_weight": 1.0}}
 ARMS: Tuple[Arm, ...] = (
-    Arm("A", "weighting only (TOT-CAKT, ot_weight 0)", "tot_cakt.yaml", "plm", None, {"model_conf": {"ot_weight": 0.0}}),
+    Arm(
+        "A", "weighting only (TOT-CAKT, ot_weight 0)", "tot_cakt.yaml", "plm", None, {"model_conf": {"ot_weight": 0.0}}
+    ),
     Arm("B", "TOT-CAKT", "tot_cakt.yaml", "plm"),
     Arm("C", "TOT-CAKT, context-free Z_L", "tot_cakt.yaml", "plm_context_free"),
     Arm("D", "TOT-CAKT, masked Z_L", "tot_cakt.yaml", "plm_masked", primary=False),
@@ -51,8 +53,9 @@ def replicates(n: int) -> List[Tuple[int, int]]:
     """The first n replicates (warm start, data-order seed) in the protocol's order: (1,1), (2,1), (1,2), ..."""
     order = [(w, s) for s in range(1, SEEDS_PER_WARM_START + 1) for w in sorted(WARM_SEEDS)]
     if not 1 <= n <= len(order):
-        raise ValueError(f"--replicates {n}: use 1..{len(order)} ({len(WARM_SEEDS)} warm starts x "
-                         f"{SEEDS_PER_WARM_START} seeds)")
+        raise ValueError(
+            f"--replicates {n}: use 1..{len(order)} ({len(WARM_SEEDS)} warm starts x {SEEDS_PER_WARM_START} seeds)"
+        )
     return order[:n]
 
 
@@ -63,8 +66,9 @@ def t_half_width(sd: float, n: int) -> float:
     return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.inf
 
 
-def sample_size(sd: float, target: float = TARGET_HALF_WIDTH, n_min: int = N_MIN,
-                n_max: int = 2 * SEEDS_PER_WARM_START) -> int:
+def sample_size(
+    sd: float, target: float = TARGET_HALF_WIDTH, n_min: int = N_MIN, n_max: int = 2 * SEEDS_PER_WARM_START
+) -> int:
     """The protocol's n: the smallest n >= n_min whose t half-width at this sd is <= target, at most n_max."""
     for n in range(n_min, n_max + 1):
         if t_half_width(sd, n) <= target:
@@ -75,8 +79,14 @@ def sample_size(sd: float, target: float = TARGET_HALF_WIDTH, n_min: int = N_MIN
 class TransferStudy:
     """Runs (resumably) the protocol's trainings and writes its report (dev while running, test at --final)."""
 
-    def __init__(self, x: ToyExperiment, conf_dir: Path, jobs: int = 2, console: Optional[Console] = None,
-                 train_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        x: ToyExperiment,
+        conf_dir: Path,
+        jobs: int = 2,
+        console: Optional[Console] = None,
+        train_args: Sequence[str] = (),
+    ):
         """x: the toy experiment (data, dumps, trainings under x.out); conf_dir: espnet_ot/toy/conf; train_args: extra
         asr_train options of every training (the test suite's tiny models)."""
         self.x = x
@@ -88,14 +98,19 @@ class TransferStudy:
 
     # ------------------------------------------------------------------ runs
     def warm_run(self, w: int) -> Run:
-        conf = write_variant(self.conf_dir / "baseline.yaml", WARM_PATCH, self.x.out / "conf" / "warm.yaml",
-                             "transfer study warm start")
+        conf = write_variant(
+            self.conf_dir / "baseline.yaml", WARM_PATCH, self.x.out / "conf" / "warm.yaml", "transfer study warm start"
+        )
         return Run(f"warm/w{w}", conf, WARM_SEEDS[w])
 
     def arm_run(self, key: str, w: int, s: int) -> Run:
         arm = self.arms[key]
-        conf = write_variant(self.conf_dir / arm.config, deep_update(dict(arm.patch), FINE_TUNE),
-                             self.x.out / "conf" / f"arm_{key}.yaml", f"transfer study arm {key}")
+        conf = write_variant(
+            self.conf_dir / arm.config,
+            deep_update(dict(arm.patch), FINE_TUNE),
+            self.x.out / "conf" / f"arm_{key}.yaml",
+            f"transfer study arm {key}",
+        )
         return Run(f"arms/{key}/w{w}_s{s}", conf, s, arm.feats, arm.soft_labels, self.x.model_file(self.warm_run(w)))
 
     def runs(self, arms: Sequence[str], n: int) -> Dict[str, List[Run]]:
@@ -106,24 +121,35 @@ class TransferStudy:
         """Warm starts, dumps, then every arm's first n replicates (replicate-major order), each decoded on dev."""
         x = self.x
         runs = self.runs(arms, n)
-        kinds = sorted({r.feats for rs in runs.values() for r in rs} | {r.soft_labels for rs in runs.values() for r in rs
-                                                                          if r.soft_labels})
-        tasks = [Task("data", lambda: x.prepare_data()),
-                 Task("stats", lambda: x.collect_stats(self.conf_dir / "baseline.yaml"), ["data"])]
-        tasks += [Task(f"dump {k} {s}", lambda k=k, s=s: x.dump_feats(s, k), ["data"]) for k in kinds
-                  for s in ("train", "dev")]
+        kinds = sorted(
+            {r.feats for rs in runs.values() for r in rs}
+            | {r.soft_labels for rs in runs.values() for r in rs if r.soft_labels}
+        )
+        tasks = [
+            Task("data", lambda: x.prepare_data()),
+            Task("stats", lambda: x.collect_stats(self.conf_dir / "baseline.yaml"), ["data"]),
+        ]
+        tasks += [
+            Task(f"dump {k} {s}", lambda k=k, s=s: x.dump_feats(s, k), ["data"])
+            for k in kinds
+            for s in ("train", "dev")
+        ]
         for w in sorted({w for w, _ in replicates(n)}):
             run = self.warm_run(w)
-            tasks += [Task(f"train warm{w}", lambda r=run: x.train(r, self.train_args), ["stats"]),
-                      Task(f"decode warm{w}", lambda r=run: x.decode(r, ["dev"]), [f"train warm{w}"])]
+            tasks += [
+                Task(f"train warm{w}", lambda r=run: x.train(r, self.train_args), ["stats"]),
+                Task(f"decode warm{w}", lambda r=run: x.decode(r, ["dev"]), [f"train warm{w}"]),
+            ]
         for i, (w, s) in enumerate(replicates(n)):
             for key in arms:
                 run = runs[key][i]
                 deps = ["stats", f"train warm{w}", f"dump {run.feats} train", f"dump {run.feats} dev"]
                 if run.soft_labels:
                     deps += [f"dump {run.soft_labels} train", f"dump {run.soft_labels} dev"]
-                tasks += [Task(f"train {run.name}", lambda r=run: x.train(r, self.train_args), deps),
-                          Task(f"decode {run.name}", lambda r=run: self.decode_dev(r), [f"train {run.name}"])]
+                tasks += [
+                    Task(f"train {run.name}", lambda r=run: x.train(r, self.train_args), deps),
+                    Task(f"decode {run.name}", lambda r=run: self.decode_dev(r), [f"train {run.name}"]),
+                ]
         run_tasks(tasks, self.jobs, self.console)
 
     def final(self, arms: Sequence[str], n: int) -> None:
@@ -131,8 +157,10 @@ class TransferStudy:
         runs = self.runs(arms, n)
         missing = [r.name for rs in runs.values() for r in rs if not self.x.hyp_file(r, "dev").is_file()]
         if missing:
-            raise ValueError(f"--final: {len(missing)} trainings are not finished ({missing[0]}, ...); the protocol "
-                             "decodes test only after the last one: run the study without --final first")
+            raise ValueError(
+                f"--final: {len(missing)} trainings are not finished ({missing[0]}, ...); the protocol "
+                "decodes test only after the last one: run the study without --final first"
+            )
         tasks = [Task(f"test {r.name}", lambda r=r: self.x.decode(r, ["test"])) for rs in runs.values() for r in rs]
         run_tasks(tasks, self.jobs, self.console)
 
@@ -147,9 +175,13 @@ class TransferStudy:
         records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         ec = self.x.error_counts(run, "dev")
         epochs = self.x.epoch_stats(run)
-        records[run.name] = {"dev_cer": ec.cer, "dev_errors": ec.counts, "dev_n_ref": ec.n_ref,
-                             "initial_train_stats": _ot_stats(self.x.first_interval_stats(run)),
-                             "final_valid_stats": _ot_stats(epochs[-1]["valid"]) if epochs else {}}
+        records[run.name] = {
+            "dev_cer": ec.cer,
+            "dev_errors": ec.counts,
+            "dev_n_ref": ec.n_ref,
+            "initial_train_stats": _ot_stats(self.x.first_interval_stats(run)),
+            "final_valid_stats": _ot_stats(epochs[-1]["valid"]) if epochs else {},
+        }
         path.write_text(json.dumps(records, indent=1, sort_keys=True), encoding="utf-8")
         return "recorded"
 
@@ -160,19 +192,27 @@ class TransferStudy:
         runs = self.runs(arms, n)
         warm = {w: self.x.epoch_stats(self.warm_run(w)) for w in sorted({w for w, _ in reps})}
         out: Dict[str, Any] = {
-            "protocol": PROTOCOL, "replicates": [{"warm_start": w, "seed": s} for w, s in reps],
-            "warm_starts": {str(w): {"seed": WARM_SEEDS[w], "dev_cer_per_epoch": [e["valid"].get("cer_ctc") for e in ep]}
-                            for w, ep in warm.items()},
-            "arms": {}, "comparisons": {}, "dev_comparisons": {},
+            "protocol": PROTOCOL,
+            "replicates": [{"warm_start": w, "seed": s} for w, s in reps],
+            "warm_starts": {
+                str(w): {"seed": WARM_SEEDS[w], "dev_cer_per_epoch": [e["valid"].get("cer_ctc") for e in ep]}
+                for w, ep in warm.items()
+            },
+            "arms": {},
+            "comparisons": {},
+            "dev_comparisons": {},
         }
         for key in arms:
             entry: Dict[str, Any] = {"title": self.arms[key].title, "primary": self.arms[key].primary}
             for split in ("dev", "test"):
-                cers = [self.x.error_counts(r, split).cer if self.x.hyp_file(r, split).is_file() else None
-                        for r in runs[key]]
+                cers = [
+                    self.x.error_counts(r, split).cer if self.x.hyp_file(r, split).is_file() else None
+                    for r in runs[key]
+                ]
                 entry[f"{split}_cer"] = cers
-            entry["final_valid_stats"] = [_ot_stats(ep[-1]["valid"]) if ep else {}
-                                          for ep in (self.x.epoch_stats(r) for r in runs[key])]
+            entry["final_valid_stats"] = [
+                _ot_stats(ep[-1]["valid"]) if ep else {} for ep in (self.x.epoch_stats(r) for r in runs[key])
+            ]
             entry["initial_train_stats"] = [_ot_stats(self.x.first_interval_stats(r)) for r in runs[key]]
             out["arms"][key] = entry
         for b, a in PRIMARY + SECONDARY:
@@ -181,16 +221,22 @@ class TransferStudy:
                     result = self.compare(runs[b], runs[a], split)
                     if result is not None:
                         out[dest][f"{b}-{a}"] = result
-        dev_sds = [out["dev_comparisons"][k]["sd"] for k in ("B-A", "B-C", "E-A", "E-C")
-                   if k in out["dev_comparisons"] and out["dev_comparisons"][k]["n"] >= 2]
+        dev_sds = [
+            out["dev_comparisons"][k]["sd"]
+            for k in ("B-A", "B-C", "E-A", "E-C")
+            if k in out["dev_comparisons"] and out["dev_comparisons"][k]["n"] >= 2
+        ]
         if dev_sds:
             out["sizing"] = {"largest_primary_dev_sd": max(dev_sds), "n": sample_size(max(dev_sds))}
         return out
 
     def compare(self, runs_b: Sequence[Run], runs_a: Sequence[Run], split: str) -> Optional[Dict[str, Any]]:
         """b - a on the replicates where both are decoded (matched by construction: same index = same replicate)."""
-        pairs = [(rb, ra) for rb, ra in zip(runs_b, runs_a)
-                 if self.x.hyp_file(rb, split).is_file() and self.x.hyp_file(ra, split).is_file()]
+        pairs = [
+            (rb, ra)
+            for rb, ra in zip(runs_b, runs_a)
+            if self.x.hyp_file(rb, split).is_file() and self.x.hyp_file(ra, split).is_file()
+        ]
         if not pairs:
             return None
         errs_b = {i: self.x.utterance_errors(rb, split) for i, (rb, _) in enumerate(pairs)}
@@ -202,18 +248,32 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
     """The report page of :meth:`TransferStudy.report`'s summary."""
     reps = summary["replicates"]
     final = bool(summary["comparisons"])
-    lines = ["# Toy transfer study (warm starts, matched replicates)", "",
-             f"Protocol: [{Path(summary['protocol']).name}]({Path(summary['protocol']).name}) (committed before the "
-             f"study's first training). Replicates (warm start, seed): "
-             + ", ".join(f"(W{r['warm_start']}, {r['seed']})" for r in reps) + ". "
-             + ("Test decoded once per model (`--final`)." if final else
-                "**Test not decoded yet**: these are dev numbers, for sizing and the OT statistics only."), ""]
+    lines = [
+        "# Toy transfer study (warm starts, matched replicates)",
+        "",
+        f"Protocol: [{Path(summary['protocol']).name}]({Path(summary['protocol']).name}) (committed before the "
+        f"study's first training). Replicates (warm start, seed): "
+        + ", ".join(f"(W{r['warm_start']}, {r['seed']})" for r in reps)
+        + ". "
+        + (
+            "Test decoded once per model (`--final`)."
+            if final
+            else "**Test not decoded yet**: these are dev numbers, for sizing and the OT statistics only."
+        ),
+        "",
+    ]
     for w, info in summary["warm_starts"].items():
         cers = [c for c in info["dev_cer_per_epoch"] if c is not None]
         if cers:
-            lines.append(f"- warm start W{w} (seed {info['seed']}): dev CER (%) per epoch "
-                         + ", ".join(f"{100 * c:.1f}" for c in cers))
-    lines += ["", "| arm | what | replicates done | dev CER mean ± sd | test CER mean ± sd |", "|---|---|---:|---:|---:|"]
+            lines.append(
+                f"- warm start W{w} (seed {info['seed']}): dev CER (%) per epoch "
+                + ", ".join(f"{100 * c:.1f}" for c in cers)
+            )
+    lines += [
+        "",
+        "| arm | what | replicates done | dev CER mean ± sd | test CER mean ± sd |",
+        "|---|---|---:|---:|---:|",
+    ]
     for key, e in summary["arms"].items():
         row = [key, e["title"] + ("" if e["primary"] else " (secondary)")]
         dev = [c for c in e["dev_cer"] if c is not None]
@@ -224,20 +284,35 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
     for title, key in (("Paired differences on test", "comparisons"), ("Paired differences on dev", "dev_comparisons")):
         if not summary[key]:
             continue
-        lines += ["", f"{title} (CER points; b - a on the replicates both have; t: Student-t 95% over replicates; "
-                  "bootstrap: paired over utterances, 10000 draws, error counts pooled over the replicates):", "",
-                  "| b - a | n | mean | sd | t 95% | bootstrap 95% |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"{title} (CER points; b - a on the replicates both have; t: Student-t 95% over replicates; "
+            "bootstrap: paired over utterances, 10000 draws, error counts pooled over the replicates):",
+            "",
+            "| b - a | n | mean | sd | t 95% | bootstrap 95% |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, c in summary[key].items():
             t = c["t_ci95"]
             t = f"[{t[0]:+.2f}, {t[1]:+.2f}]" if t else "—"
             bs = c["bootstrap_ci95"]
-            lines.append(f"| {name} | {c['n']} | {c['mean']:+.2f} | {c['sd']:.2f} | {t} | [{bs[0]:+.2f}, {bs[1]:+.2f}] |")
+            lines.append(
+                f"| {name} | {c['n']} | {c['mean']:+.2f} | {c['sd']:.2f} | {t} | [{bs[0]:+.2f}, {bs[1]:+.2f}] |"
+            )
     if "sizing" in summary:
         s = summary["sizing"]
-        lines += ["", f"Sizing (protocol rule, dev): largest sd of the primary differences {s['largest_primary_dev_sd']:.2f}"
-                  f" -> n = {s['n']} replicates for a t half-width <= {TARGET_HALF_WIDTH}."]
-    lines += ["", "OT statistics (mean over replicates), start of fine-tuning -> last epoch (validation):", "",
-              "| arm | band_mass | coupling_entropy_rel | pool_peak | pool_span |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Sizing (protocol rule, dev): largest sd of the primary differences {s['largest_primary_dev_sd']:.2f}"
+            f" -> n = {s['n']} replicates for a t half-width <= {TARGET_HALF_WIDTH}.",
+        ]
+    lines += [
+        "",
+        "OT statistics (mean over replicates), start of fine-tuning -> last epoch (validation):",
+        "",
+        "| arm | band_mass | coupling_entropy_rel | pool_peak | pool_span |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for key, e in summary["arms"].items():
         cells = []
         for stat in ("band_mass", "coupling_entropy_rel", "pool_peak", "pool_span"):
@@ -249,7 +324,14 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
 
 
 def _ot_stats(stats: Mapping[str, float]) -> Dict[str, float]:
-    keys = ("band_mass", "coupling_entropy_rel", "ot_marginal_err", "loss_distill", "pool_peak", "pool_span",
-            "cer_ctc", "loss_ctc")
+    keys = (
+        "band_mass",
+        "coupling_entropy_rel",
+        "ot_marginal_err",
+        "loss_distill",
+        "pool_peak",
+        "pool_span",
+        "cer_ctc",
+        "loss_ctc",
+    )
     return {k: stats[k] for k in keys if k in stats}
-

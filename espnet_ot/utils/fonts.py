@@ -11,14 +11,43 @@ FONT_ENV = "ESPNET_OT_CJK_FONT"
 # Families that cover CJK characters, in order of preference (Debian/Ubuntu fonts-noto-cjk registers the
 # collection's first face, "Noto Sans CJK JP", which covers all simplified Chinese characters too).
 CJK_FAMILIES = (
-    "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Noto Sans SC",
-    "Noto Serif CJK SC", "Noto Serif CJK JP", "Source Han Sans SC", "Source Han Sans CN", "Source Han Sans",
-    "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "AR PL UKai CN",
-    "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Hiragino Sans GB", "Arial Unicode MS",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Noto Sans SC",
+    "Noto Serif CJK SC",
+    "Noto Serif CJK JP",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+    "AR PL UKai CN",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "Hiragino Sans GB",
+    "Arial Unicode MS",
 )
 # File names of CJK fonts in the system font directories (found even when matplotlib's font cache predates them).
-CJK_FILE_HINTS = ("notosanscjk", "notoserifcjk", "notosanssc", "sourcehan", "wqy", "droidsansfallback", "uming",
-                  "ukai", "simhei", "msyh", "pingfang", "arialuni")
+CJK_FILE_HINTS = (
+    "notosanscjk",
+    "notoserifcjk",
+    "notosanssc",
+    "sourcehan",
+    "wqy",
+    "droidsansfallback",
+    "uming",
+    "ukai",
+    "simhei",
+    "msyh",
+    "pingfang",
+    "arialuni",
+)
 PROBE_CHAR = "中"
 INSTALL_HINT = f"apt-get install fonts-noto-cjk, or set {FONT_ENV}=/path/to/a/CJK/font"
 

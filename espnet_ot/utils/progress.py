@@ -75,8 +75,14 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=self.total, initial=self.done, desc=desc, unit=unit, file=self.file,
-                dynamic_ncols=True, mininterval=0.5, smoothing=0.1,
+                total=self.total,
+                initial=self.done,
+                desc=desc,
+                unit=unit,
+                file=self.file,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                smoothing=0.1,
             )
 
     def update(self, n: int = 1) -> None:

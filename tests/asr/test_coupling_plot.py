@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from test_mechanism import (
     CONFS,
     FEAT_DIM,
@@ -33,21 +32,44 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
     from helpers import write_token_list
 
     conf = {
-        "input_size": FEAT_DIM, "frontend": None,
+        "input_size": FEAT_DIM,
+        "frontend": None,
         "encoder": "conformer",
-        "encoder_conf": dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=1, input_layer="conv2d",
-                             cnn_module_kernel=7, dropout_rate=0.0, positional_dropout_rate=0.0,
-                             attention_dropout_rate=0.0),
-        "postencoder": "cakt_adapter", "postencoder_conf": {"plm_dim": PLM_DIM},
+        "encoder_conf": dict(
+            output_size=32,
+            attention_heads=2,
+            linear_units=64,
+            num_blocks=1,
+            input_layer="conv2d",
+            cnn_module_kernel=7,
+            dropout_rate=0.0,
+            positional_dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+        ),
+        "postencoder": "cakt_adapter",
+        "postencoder_conf": {"plm_dim": PLM_DIM},
         "model": "espnet_ot",
-        "model_conf": {"alignment": method_of(case), "alignment_conf": dict(CONFS[case]),
-                       "ot_include_special": include_special, "plm": str(tmp_path / "no_plm_here")},
+        "model_conf": {
+            "alignment": method_of(case),
+            "alignment_conf": dict(CONFS[case]),
+            "ot_include_special": include_special,
+            "plm": str(tmp_path / "no_plm_here"),
+        },
     }
     (tmp_path / "in.yaml").write_text(yaml.safe_dump(conf), encoding="utf-8")
     tokens = write_token_list(tmp_path / "tokens.txt", TOKENS)
     args = ASRTask.get_parser().parse_args(
-        ["--config", str(tmp_path / "in.yaml"), "--token_list", str(tokens), "--token_type", "char",
-         "--output_dir", str(tmp_path / "exp")])
+        [
+            "--config",
+            str(tmp_path / "in.yaml"),
+            "--token_list",
+            str(tokens),
+            "--token_type",
+            "char",
+            "--output_dir",
+            str(tmp_path / "exp"),
+        ]
+    )
     torch.manual_seed(3)
     model = ASRTask.build_model(args)
     torch.save(model.state_dict(), tmp_path / "model.pth")
@@ -137,11 +159,15 @@ def test_plot_coupling_num_utts_must_be_positive(stub_models, tmp_path, capsys):
     (data / "text").write_text("u1 好\nu2 好\n", encoding="utf-8")
     out = tmp_path / "out"
     code, err, _ = _plot(["--data_dir", data, "--num_utts", "0", "--output_dir", out], capsys)
-    assert (code, err) == (1, ["plot_coupling: error: --num_utts must be >= 1, got 0 (or name the utterances "
-                               "with --utt_ids)"])
+    assert (code, err) == (
+        1,
+        ["plot_coupling: error: --num_utts must be >= 1, got 0 (or name the utterances with --utt_ids)"],
+    )
     assert stub_models == [] and not out.exists()
     code, err, stdout = _plot(["--data_dir", data, "--num_utts", "1", "--output_dir", out], capsys)
-    assert code == 0 and stdout == f"plot_coupling: wrote {out / 'u1.png'}\n" and sorted(out.iterdir()) == [out / "u1.png"]
+    assert (
+        code == 0 and stdout == f"plot_coupling: wrote {out / 'u1.png'}\n" and sorted(out.iterdir()) == [out / "u1.png"]
+    )
 
 
 def test_plot_coupling_output_must_name_a_png_file(stub_models, tmp_path, capsys):
@@ -149,15 +175,27 @@ def test_plot_coupling_output_must_name_a_png_file(stub_models, tmp_path, capsys
     target = tmp_path / "pictures"
     target.mkdir()
     code, err, stdout = _plot(["--wav", wav, "--text", "好", "--output", target], capsys)
-    assert (code, err) == (1, [f"plot_coupling: error: --output {target} is a directory: give a file name such as "
-                               f"{target / 'UTT.png'}, or --output_dir {target} (one <utt_id>.png per utterance)"])
+    assert (code, err) == (
+        1,
+        [
+            f"plot_coupling: error: --output {target} is a directory: give a file name such as "
+            f"{target / 'UTT.png'}, or --output_dir {target} (one <utt_id>.png per utterance)"
+        ],
+    )
     assert stdout == "" and not (tmp_path / "pictures.png").exists() and stub_models == []
     code, err, _ = _plot(["--wav", wav, "--text", "好", "--output", tmp_path / "picture"], capsys)
-    assert (code, err) == (1, [f"plot_coupling: error: --output {tmp_path / 'picture'}: give a file name ending in "
-                               ".png (the picture is a PNG)"])
+    assert (code, err) == (
+        1,
+        [
+            f"plot_coupling: error: --output {tmp_path / 'picture'}: give a file name ending in "
+            ".png (the picture is a PNG)"
+        ],
+    )
     code, err, _ = _plot(["--wav", wav, "--text", "好", "--output_dir", wav], capsys)
-    assert (code, err) == (1, [f"plot_coupling: error: --output_dir {wav} is a file, not a directory: give a "
-                               "directory"])
+    assert (code, err) == (
+        1,
+        [f"plot_coupling: error: --output_dir {wav} is a file, not a directory: give a directory"],
+    )
     assert not (tmp_path / "picture.png").exists() and stub_models == []
 
 
@@ -175,8 +213,10 @@ def test_plot_coupling_checks_the_audio_before_loading_a_model(stub_models, tmp_
     (data / "wav.scp").write_text(f"u1 {missing}\n")
     (data / "text").write_text("u1 好\n", encoding="utf-8")
     code, err, _ = _plot(["--data_dir", data, "--output_dir", tmp_path / "out"], capsys)
-    assert (code, err) == (1, [f"plot_coupling: error: --data_dir {data}: wav.scp names {missing} for u1, which "
-                               "does not exist"])
+    assert (code, err) == (
+        1,
+        [f"plot_coupling: error: --data_dir {data}: wav.scp names {missing} for u1, which does not exist"],
+    )
     assert stub_models == [] and not (tmp_path / "out").exists()
 
 

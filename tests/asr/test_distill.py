@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import build_tiny_ot_model, char_token_list
-
 import espnet_ot.ot as ot_core
 from espnet_ot.asr.distill import distill_kl
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
+from helpers import build_tiny_ot_model, char_token_list
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TOKENS = char_token_list()
@@ -59,8 +58,13 @@ def test_distill_kl_equals_the_per_utterance_reference_with_padding():
     frame_mask = torch.arange(La)[None, :] < torch.tensor(la)[:, None]
     kl, stats = distill_kl(gamma, log_probs, ids, probs, blank=0, frame_mask=frame_mask)
     for b in range(B):
-        ref = reference_kl(gamma[b, : la[b], : lt[b]].numpy(), log_probs[b, : la[b]].numpy(), ids[b, : lt[b]].numpy(),
-                           probs[b, : lt[b]].numpy(), 0)
+        ref = reference_kl(
+            gamma[b, : la[b], : lt[b]].numpy(),
+            log_probs[b, : la[b]].numpy(),
+            ids[b, : lt[b]].numpy(),
+            probs[b, : lt[b]].numpy(),
+            0,
+        )
         assert kl[b].item() == pytest.approx(ref, rel=1e-9, abs=1e-12)
     # the coupling is a constant of the distillation: it says where, the KL trains the posteriors
     g_leaf, lp_leaf = gamma.clone().requires_grad_(), log_probs.clone().requires_grad_()

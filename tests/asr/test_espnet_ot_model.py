@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from helpers import CHARS, build_tiny_ot_model, char_token_list, tiny_model_kwargs
+from espnet2.asr import espnet_model  # a required dependency: a broken install fails here
 
 import espnet_ot.ot as ot_core
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
-from espnet2.asr import espnet_model  # a required dependency: a broken install fails here
+from helpers import CHARS, build_tiny_ot_model, char_token_list, tiny_model_kwargs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TOKENS = char_token_list()
@@ -97,9 +96,7 @@ def test_forward_backward_each_alignment(alignment, conf, tiny_plm_dir):
     fc2 = model.postencoder.fc2.weight.grad
     assert fc2 is not None and fc2.abs().sum() > 0
     assert all(
-        p.grad is not None and torch.isfinite(p.grad).all()
-        for p in model.encoder.parameters()
-        if p.requires_grad
+        p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters() if p.requires_grad
     )
     # The frozen PLM was loaded, but it is neither a parameter nor in the state dict.
     assert model.plm_branch.loaded

@@ -13,9 +13,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from helpers import build_tiny_ot_model, char_token_list
-
 import espnet_ot.ot as ot_core
+from helpers import build_tiny_ot_model, char_token_list
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TOKENS = char_token_list()
@@ -41,8 +40,9 @@ def build(case: str, **model_conf):
     return build_tiny_ot_model(TOKENS, method_of(case), alignment_conf=dict(CONFS[case]), **model_conf)
 
 
-def make_batch(seed: int = 0, transcripts: List[str] = TRANSCRIPTS, frames: List[int] = FRAMES
-               ) -> Dict[str, torch.Tensor]:
+def make_batch(
+    seed: int = 0, transcripts: List[str] = TRANSCRIPTS, frames: List[int] = FRAMES
+) -> Dict[str, torch.Tensor]:
     """Random features, char ids padded with -1, and random Z_L ([CLS] chars [SEP]) as plm_feats."""
     g = torch.Generator().manual_seed(seed)
     ids = [[TOKENS.index(c) for c in t] for t in transcripts]
@@ -150,8 +150,13 @@ def reference_stats(model, case, batch, include_special: bool, band: float = 0.1
         num, den = Fraction(str(band)).numerator, Fraction(str(band)).denominator
         inside = den * np.abs(np.arange(1, la + 1)[:, None] * lt - np.arange(1, lt + 1)[None, :] * la) <= num * la * lt
         bands.append(float(gamma[inside].sum()))
-    return dict(loss_ot=l_ot / B, loss_align=l_align / B, coupling_entropy=float(np.mean(ent)),
-                coupling_entropy_rel=float(np.mean(ent_rel)), band_mass=float(np.mean(bands)))
+    return dict(
+        loss_ot=l_ot / B,
+        loss_align=l_align / B,
+        coupling_entropy=float(np.mean(ent)),
+        coupling_entropy_rel=float(np.mean(ent_rel)),
+        band_mass=float(np.mean(bands)),
+    )
 
 
 # ------------------------------------------------------------------ dispatch and Eq. (24)
@@ -268,7 +273,7 @@ def test_branch_gradient_matches_finite_differences(case):
     def parts(s: float) -> Tuple[float, float]:
         align = value = 0.0
         for b, h, z, pos in utts:
-            hs = (h.double() + s * V[b, : h.shape[0]].double())
+            hs = h.double() + s * V[b, : h.shape[0]].double()
             hn, zn = hs.numpy(), z.double().numpy()
             align += ref_align(hn, zn, gamma0[b], pos)
             gamma = coupling_of(method, tight, hs, z.double()).numpy()
@@ -281,4 +286,3 @@ def test_branch_gradient_matches_finite_differences(case):
     scale = abs(d_align) + abs(d_ot)
     assert min(abs(d_align), abs(d_ot)) > 0.05 * scale, (d_align, d_ot)
     assert analytic == pytest.approx(d_align + d_ot, abs=2e-3 * scale), (analytic, d_align, d_ot)
-

@@ -38,12 +38,25 @@ def no_plm_load(monkeypatch):
 # ------------------------------------------------------------------ item 7: numeric fields checked at build time
 
 
-@pytest.mark.parametrize("key, value", [
-    ("ot_weight", math.nan), ("ot_weight", math.inf), ("ot_weight", -1.0), ("ctc_lambda", math.nan),
-    ("band", -1.0), ("band", math.nan), ("band", 0.0), ("plm_max_length", 0), ("plm_max_length", -2),
-    ("plm_max_length", 2), ("plm_layer", 1.5), ("distill_weight", -0.5), ("distill_weight", math.inf),
-    ("lsm_weight", math.nan),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("ot_weight", math.nan),
+        ("ot_weight", math.inf),
+        ("ot_weight", -1.0),
+        ("ctc_lambda", math.nan),
+        ("band", -1.0),
+        ("band", math.nan),
+        ("band", 0.0),
+        ("plm_max_length", 0),
+        ("plm_max_length", -2),
+        ("plm_max_length", 2),
+        ("plm_layer", 1.5),
+        ("distill_weight", -0.5),
+        ("distill_weight", math.inf),
+        ("lsm_weight", math.nan),
+    ],
+)
 def test_bad_numbers_in_model_conf_fail_when_the_model_is_built(key, value):
     # ot_weight NaN/inf gave a NaN/inf loss, band -1 or NaN a band_mass of 0, plm_max_length 0 no truncation and
     # -2 cut two tokens: all silently, at the first batch or never
@@ -90,7 +103,8 @@ def test_the_validator_knows_every_option_of_the_constructor():
     from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
 
     own = {
-        k for k, p in inspect.signature(ESPnetOTModel.__init__).parameters.items()
+        k
+        for k, p in inspect.signature(ESPnetOTModel.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
     base = set(inspect.signature(ESPnetASRModel.__init__).parameters)
@@ -113,8 +127,9 @@ def test_plm_layer_and_width_are_checked_against_config_json_at_build(tiny_plm_d
     one_line(e)
     wide = tmp_path / "wide_plm"
     wide.mkdir()
-    (wide / "config.json").write_text(json.dumps(dict(
-        json.loads((tiny_plm_dir / "config.json").read_text()), hidden_size=48)))
+    (wide / "config.json").write_text(
+        json.dumps(dict(json.loads((tiny_plm_dir / "config.json").read_text()), hidden_size=48))
+    )
     with pytest.raises(ValueError, match=r"^postencoder_conf\.plm_dim=32 but model_conf\.plm=.* has width 48") as e:
         build(plm=str(wide))
     assert "set postencoder_conf.plm_dim: 48" in one_line(e)
@@ -129,6 +144,7 @@ def test_a_missing_plm_is_reported_when_the_model_is_built(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         model = build(plm=str(missing))
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any(m.startswith(f"model_conf.plm={str(missing)!r}: no such directory") and "plm_feats" in m
-               for m in lines), lines
+    assert any(
+        m.startswith(f"model_conf.plm={str(missing)!r}: no such directory") and "plm_feats" in m for m in lines
+    ), lines
     assert model.plm_branch is not None

@@ -2,12 +2,10 @@
 
 import pytest
 import torch
-
-from helpers import CHARS, PLM_CHARS, char_token_list, write_token_list
-
 import transformers  # noqa: F401  (a required dependency: a broken install fails here)
 
 from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch, TokenDetokenizer  # noqa: E402
+from helpers import CHARS, PLM_CHARS, char_token_list, write_token_list
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TOKENS = char_token_list()
@@ -37,8 +35,9 @@ def test_detokenize_hugging_face_tokens(tiny_plm_dir):
     detok = branch.detokenizer(vocab, "hugging_face")
     seq = [vocab.index(t) for t in ["[CLS]", "我", "们", "[UNK]", "好", "[SEP]", "[PAD]"]]
     text = detok(seq)
-    assert branch.tokenizer(text)["input_ids"] == [vocab.index(t) for t in
-                                                   ["[CLS]", "我", "们", "[UNK]", "好", "[SEP]"]]
+    assert branch.tokenizer(text)["input_ids"] == [
+        vocab.index(t) for t in ["[CLS]", "我", "们", "[UNK]", "好", "[SEP]"]
+    ]
 
 
 def test_plm_is_lazy_frozen_and_wraps_cls_sep(tiny_plm_dir):
@@ -113,8 +112,20 @@ def test_dumped_features_match_on_the_fly_path(tiny_plm_dir, tmp_path):
     token_file = write_token_list(tmp_path / "tokens.txt", TOKENS)
     out = tmp_path / "dump"
     dump_plm_feats.main(
-        ["--text", str(text_file), "--plm", str(tiny_plm_dir), "--output_dir", str(out),
-         "--token_list", str(token_file), "--token_type", "char", "--batch_size", "3"]
+        [
+            "--text",
+            str(text_file),
+            "--plm",
+            str(tiny_plm_dir),
+            "--output_dir",
+            str(out),
+            "--token_list",
+            str(token_file),
+            "--token_type",
+            "char",
+            "--batch_size",
+            "3",
+        ]
     )
     feats = kaldiio.load_scp(str(out / "feats.scp"))
     assert sorted(feats) == sorted(texts)
@@ -140,9 +151,7 @@ def test_dumped_features_match_on_the_fly_path(tiny_plm_dir, tmp_path):
     on_the_fly = _model(str(tiny_plm_dir), TOKENS)
     z, z_lens = on_the_fly._plm_features([r for r in rows], torch.device("cpu"))
     for b, u in enumerate(utts):
-        torch.testing.assert_close(
-            z[b, : int(z_lens[b])], torch.tensor(feats[u]), rtol=1e-5, atol=1e-5
-        )
+        torch.testing.assert_close(z[b, : int(z_lens[b])], torch.tensor(feats[u]), rtol=1e-5, atol=1e-5)
 
     cached = _model(str(tmp_path / "plm_is_not_here"), TOKENS)
     mats = [torch.tensor(feats[u]) for u in utts]
@@ -162,8 +171,18 @@ def test_dumped_features_match_on_the_fly_path(tiny_plm_dir, tmp_path):
 
     # float16 storage reads back (ESPnet casts it to float32 in the data loader).
     dump_plm_feats.main(
-        ["--text", str(text_file), "--plm", str(tiny_plm_dir), "--output_dir", str(out),
-         "--name", "half", "--dtype", "float16"]
+        [
+            "--text",
+            str(text_file),
+            "--plm",
+            str(tiny_plm_dir),
+            "--output_dir",
+            str(out),
+            "--name",
+            "half",
+            "--dtype",
+            "float16",
+        ]
     )
     half = kaldiio.load_scp(str(out / "half.scp"))
     assert half["u4"].dtype.name == "float16" and half["u4"].shape == feats["u4"].shape

@@ -32,7 +32,7 @@ def dump_error(argv) -> str:
         dump_plm_feats.main([str(a) for a in argv])
     msg = str(err.value.code)
     assert "\n" not in msg and msg.startswith("dump_plm_feats: error: "), msg
-    return msg[len("dump_plm_feats: error: "):]
+    return msg[len("dump_plm_feats: error: ") :]
 
 
 @pytest.fixture
@@ -62,8 +62,9 @@ def nan_plm(tmp_path):
 
 
 def test_plm_dir_without_tokenizer_fails_in_dump_and_in_the_model(plm_without_tokenizer, tmp_path):
-    msg = dump_error(["--text", write_text(tmp_path / "text"), "--plm", plm_without_tokenizer,
-                      "--output_dir", tmp_path / "out"])
+    msg = dump_error(
+        ["--text", write_text(tmp_path / "text"), "--plm", plm_without_tokenizer, "--output_dir", tmp_path / "out"]
+    )
     assert msg.startswith(f"--plm={str(plm_without_tokenizer)!r}: the directory has no tokenizer file")
     assert "save_pretrained" in msg
     assert not (tmp_path / "out" / "feats.scp").exists()
@@ -99,9 +100,18 @@ def test_tokenizer_of_another_model_is_rejected(tiny_plm_dir, tmp_path):
 def test_cli_error_is_one_line_without_traceback(plm_without_tokenizer, tmp_path):
     """The issue's reproduction, as a user runs it: exit status 1 and one line on stderr."""
     proc = run_python(
-        ["-m", "espnet_ot.bin.dump_plm_feats", "--text", str(write_text(tmp_path / "text")),
-         "--plm", str(plm_without_tokenizer), "--output_dir", str(tmp_path / "out")],
-        cwd=tmp_path, timeout=300,
+        [
+            "-m",
+            "espnet_ot.bin.dump_plm_feats",
+            "--text",
+            str(write_text(tmp_path / "text")),
+            "--plm",
+            str(plm_without_tokenizer),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        timeout=300,
     )
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
@@ -144,8 +154,21 @@ def test_missing_text_and_unwritable_output_dir_name_the_path(tiny_plm_dir, tmp_
     assert dump_error(["--text", tmp_path / "nope", "--plm", tiny_plm_dir, "--output_dir", tmp_path / "o"]) == (
         f"--text {tmp_path / 'nope'}: no such file"
     )
-    assert dump_error(["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "o",
-                       "--token_list", tmp_path / "tokens.txt"]) == f"--token_list {tmp_path / 'tokens.txt'}: no such file"
+    assert (
+        dump_error(
+            [
+                "--text",
+                text,
+                "--plm",
+                tiny_plm_dir,
+                "--output_dir",
+                tmp_path / "o",
+                "--token_list",
+                tmp_path / "tokens.txt",
+            ]
+        )
+        == f"--token_list {tmp_path / 'tokens.txt'}: no such file"
+    )
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     msg = dump_error(["--text", text, "--plm", tiny_plm_dir, "--output_dir", blocker / "out"])
@@ -275,8 +298,10 @@ def test_dataset_check_names_missing_and_truncated_arks(tmp_path):
     off = _offsets(scp)
     _truncate(ark, ark.stat().st_size - 300)  # the last matrix cut short: its offset still lies inside the file
     msg = _ark_error(ds)
-    assert msg.startswith(f"--train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: utterance u3: "
-                          f"cannot read its matrix at {ark}:{off['u3']} (ValueError: cannot reshape"), msg
+    assert msg.startswith(
+        f"--train_data_path_and_name_and_type {scp},plm_feats,kaldi_ark: utterance u3: "
+        f"cannot read its matrix at {ark}:{off['u3']} (ValueError: cannot reshape"
+    ), msg
     assert msg.endswith("): the file is truncated or damaged" + REMEDY)
 
 
@@ -336,16 +361,48 @@ def test_asr_train_stops_before_training_on_a_bad_scp(damage, tiny_plm_dir, tmp_
     )
     data_args = []
     for split in ("train", "valid"):
-        data_args += [f"--{split}_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
-                      f"--{split}_data_path_and_name_and_type", f"{data}/text,text,text",
-                      f"--{split}_shape_file", str(tmp_path / "speech_shape"),
-                      f"--{split}_shape_file", str(tmp_path / "text_shape")]
+        data_args += [
+            f"--{split}_data_path_and_name_and_type",
+            f"{data}/wav.scp,speech,sound",
+            f"--{split}_data_path_and_name_and_type",
+            f"{data}/text,text,text",
+            f"--{split}_shape_file",
+            str(tmp_path / "speech_shape"),
+            f"--{split}_shape_file",
+            str(tmp_path / "text_shape"),
+        ]
     proc = run_python(
-        ["-m", "espnet2.bin.asr_train", "--config", str(conf), "--token_type", "char", "--token_list", str(tokens),
-         "--use_preprocessor", "true", "--ngpu", "0", "--num_workers", "0", "--batch_size", "2",
-         "--batch_type", "unsorted", "--max_epoch", "1", "--output_dir", str(tmp_path / "exp"), "--allow_variable_data_keys", "true",
-         *data_args, "--train_data_path_and_name_and_type", f"{scp},plm_feats,kaldi_ark"],
-        cwd=tmp_path, timeout=900,  # ~25 s alone; minutes on a loaded 2-core box
+        [
+            "-m",
+            "espnet2.bin.asr_train",
+            "--config",
+            str(conf),
+            "--token_type",
+            "char",
+            "--token_list",
+            str(tokens),
+            "--use_preprocessor",
+            "true",
+            "--ngpu",
+            "0",
+            "--num_workers",
+            "0",
+            "--batch_size",
+            "2",
+            "--batch_type",
+            "unsorted",
+            "--max_epoch",
+            "1",
+            "--output_dir",
+            str(tmp_path / "exp"),
+            "--allow_variable_data_keys",
+            "true",
+            *data_args,
+            "--train_data_path_and_name_and_type",
+            f"{scp},plm_feats,kaldi_ark",
+        ],
+        cwd=tmp_path,
+        timeout=900,  # ~25 s alone; minutes on a loaded 2-core box
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
@@ -353,7 +410,7 @@ def test_asr_train_stops_before_training_on_a_bad_scp(damage, tiny_plm_dir, tmp_
     expected = {
         "incomplete_scp": f"no entry for utterance spk0_b of {data}/wav.scp",
         "missing_ark": f"utterance spk0_a points to {ark}, which does not exist (3 utterances point to 1 missing "
-                       "ark file(s))",
+        "ark file(s))",
         "truncated_ark": f"utterance spk1_c: cannot read its matrix at {ark}:{_offsets(scp)['spk1_c']} (",
     }[damage]
     assert last.startswith(field + expected) and last.endswith(REMEDY), proc.stderr[-3000:]
@@ -365,8 +422,20 @@ def test_masked_features_are_the_plm_state_of_each_token_masked_one_at_a_time(ti
     checked against separate single-sequence passes); [CLS]/[SEP] rows are the unmasked ones."""
     text = write_text(tmp_path / "text")
     dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "plain")])
-    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "masked"),
-                         "--kind", "masked", "--batch_size", "2"])
+    dump_plm_feats.main(
+        [
+            "--text",
+            str(text),
+            "--plm",
+            str(tiny_plm_dir),
+            "--output_dir",
+            str(tmp_path / "masked"),
+            "--kind",
+            "masked",
+            "--batch_size",
+            "2",
+        ]
+    )
     plain = kaldiio.load_scp(str(tmp_path / "plain" / "feats.scp"))
     masked = kaldiio.load_scp(str(tmp_path / "masked" / "feats.scp"))
     branch = PLMTextBranch(str(tiny_plm_dir)).load()
@@ -403,8 +472,9 @@ def test_bad_dump_arguments_fail_in_one_line_before_the_plm_loads(tiny_plm_dir, 
 
 def test_empty_or_duplicated_text_keeps_the_previous_dump(tiny_plm_dir, tmp_path):
     out = tmp_path / "out"
-    dump_plm_feats.main(["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir),
-                         "--output_dir", str(out)])
+    dump_plm_feats.main(
+        ["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir), "--output_dir", str(out)]
+    )
     before = (out / "feats.scp").read_text(encoding="utf-8")
     empty = tmp_path / "empty"
     empty.write_text("", encoding="utf-8")
@@ -430,13 +500,29 @@ def test_sigterm_during_a_dump_leaves_no_temporary_file_and_keeps_the_previous_d
     from helpers import PYTHON, offline_env
 
     out = tmp_path / "out"
-    dump_plm_feats.main(["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir),
-                         "--output_dir", str(out)])
+    dump_plm_feats.main(
+        ["--text", str(write_text(tmp_path / "text")), "--plm", str(tiny_plm_dir), "--output_dir", str(out)]
+    )
     before = (out / "feats.scp").read_text(encoding="utf-8")
     many = write_text(tmp_path / "many", {f"u{i:05d}": "我们是中国人你好" for i in range(20000)})
-    proc = subprocess.Popen([PYTHON, "-m", "espnet_ot.bin.dump_plm_feats", "--text", str(many), "--plm",
-                             str(tiny_plm_dir), "--output_dir", str(out), "--batch_size", "1"],
-                            stderr=subprocess.PIPE, text=True, env=offline_env())
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "espnet_ot.bin.dump_plm_feats",
+            "--text",
+            str(many),
+            "--plm",
+            str(tiny_plm_dir),
+            "--output_dir",
+            str(out),
+            "--batch_size",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=offline_env(),
+    )
     deadline = time.time() + 120
     while not (out / "feats.ark.tmp").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -464,8 +550,18 @@ def test_dump_with_plm_max_length_beyond_the_plm_is_named(tiny_plm_dir, tmp_path
     # a 41-token text and plm_max_length 1000 on a 24-position PLM: an "expanded size" RuntimeError of BERT
     text = tmp_path / "text"
     text.write_text("u1 " + "我们是中国人你好他说了大来" * 3 + "\n", encoding="utf-8")
-    argv = ["--text", text, "--plm", tiny_plm_dir, "--output_dir", tmp_path / "out", "--plm_max_length", "1000",
-            "--token_list", write_token_list(tmp_path / "tokens.txt", char_token_list())]
+    argv = [
+        "--text",
+        text,
+        "--plm",
+        tiny_plm_dir,
+        "--output_dir",
+        tmp_path / "out",
+        "--plm_max_length",
+        "1000",
+        "--token_list",
+        write_token_list(tmp_path / "tokens.txt", char_token_list()),
+    ]
     msg = dump_error(argv)
     assert msg.startswith("--plm_max_length=1000 exceeds the 24 input positions of --plm="), msg
     assert not (tmp_path / "out" / "feats.scp").exists()

@@ -34,8 +34,25 @@ def dump(tmp_path, plm, kind, *extra):
     text.write_text("".join(f"{u} {t}\n" for u, t in TEXTS.items()), encoding="utf-8")
     tokens = write_token_list(tmp_path / "tokens.txt", char_token_list())
     out = tmp_path / kind
-    dump_plm_feats.main(["--text", str(text), "--plm", str(plm), "--token_list", str(tokens), "--output_dir", str(out),
-                         "--kind", kind, "--top_k", str(K), "--batch_size", "2", *map(str, extra)])
+    dump_plm_feats.main(
+        [
+            "--text",
+            str(text),
+            "--plm",
+            str(plm),
+            "--token_list",
+            str(tokens),
+            "--output_dir",
+            str(out),
+            "--kind",
+            kind,
+            "--top_k",
+            str(K),
+            "--batch_size",
+            "2",
+            *map(str, extra),
+        ]
+    )
     return kaldiio.load_scp(str(out / "feats.scp"))
 
 
@@ -73,7 +90,7 @@ def test_identity_soft_labels_are_the_true_characters(tiny_mlm_dir, tmp_path):
         known = np.array([c in PLM_CHARS for c in sentence])  # 说 is [UNK] for the tiny BERT: no target
         assert [tokens[int(i)] for i in got[1:-1, 0][known]] == [c for c in sentence if c in PLM_CHARS]
         np.testing.assert_array_equal(got[1:-1, K], known.astype(np.float32))
-        assert not got[1:-1, 1:K].any() and not got[1:-1, K + 1:].any() and not got[[0, -1]].any()
+        assert not got[1:-1, 1:K].any() and not got[1:-1, K + 1 :].any() and not got[[0, -1]].any()
     assert not labels["u3"][2].any()  # 他说了人们: 说
 
 

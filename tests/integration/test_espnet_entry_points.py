@@ -8,9 +8,8 @@ from user code with the PLM directory deleted.
 import json
 import shutil
 
+import espnet2  # noqa: F401  (a required dependency: a broken install fails here)
 import pytest
-
-from training_log import check_training_stats
 
 from helpers import (
     TINY_ENCODER_YAML,
@@ -23,16 +22,18 @@ from helpers import (
     write_data_dir,
     write_token_list,
 )
+from training_log import check_training_stats
 
-import espnet2  # noqa: F401  (a required dependency: a broken install fails here)
-
-CONFIG = """\
+CONFIG = (
+    """\
 frontend: default
 frontend_conf:
     n_fft: 256
     hop_length: 128
     n_mels: 20
-""" + TINY_ENCODER_YAML + """postencoder: cakt_adapter
+"""
+    + TINY_ENCODER_YAML
+    + """postencoder: cakt_adapter
 postencoder_conf:
     plm_dim: 32
     scale: 1.0
@@ -50,6 +51,7 @@ optim: adam
 optim_conf:
     lr: 0.001
 """
+)
 
 
 def _check(proc, what):
@@ -68,50 +70,114 @@ def trained(tmp_path_factory):
     no_plm = root / "plm_is_not_here"  # training must read the dumped Z_L and never look for the PLM
     (root / "conf.yaml").write_text(CONFIG.replace("PLM_DIR", str(no_plm)), encoding="utf-8")
     common = [
-        "--use_preprocessor", "true", "--token_type", "char", "--token_list", str(tokens),
-        "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
-        "--config", str(root / "conf.yaml"), "--ngpu", "0", "--num_workers", "0",
-        "--valid_data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{valid}/text,text,text",
-        "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{train}/text,text,text",
+        "--use_preprocessor",
+        "true",
+        "--token_type",
+        "char",
+        "--token_list",
+        str(tokens),
+        "--non_linguistic_symbols",
+        "none",
+        "--cleaner",
+        "none",
+        "--g2p",
+        "none",
+        "--config",
+        str(root / "conf.yaml"),
+        "--ngpu",
+        "0",
+        "--num_workers",
+        "0",
+        "--valid_data_path_and_name_and_type",
+        f"{valid}/wav.scp,speech,sound",
+        "--valid_data_path_and_name_and_type",
+        f"{valid}/text,text,text",
+        "--train_data_path_and_name_and_type",
+        f"{train}/wav.scp,speech,sound",
+        "--train_data_path_and_name_and_type",
+        f"{train}/text,text,text",
     ]
     stats = run_python(
-        ["-m", "espnet2.bin.asr_train", "--collect_stats", "true", *common,
-         "--train_shape_file", f"{train}/wav.scp", "--valid_shape_file", f"{valid}/wav.scp",
-         "--batch_size", "2", "--output_dir", str(root / "stats")],
+        [
+            "-m",
+            "espnet2.bin.asr_train",
+            "--collect_stats",
+            "true",
+            *common,
+            "--train_shape_file",
+            f"{train}/wav.scp",
+            "--valid_shape_file",
+            f"{valid}/wav.scp",
+            "--batch_size",
+            "2",
+            "--output_dir",
+            str(root / "stats"),
+        ],
         cwd=root,
     )
     _check(stats, "collect_stats")
     n_tokens = len(char_token_list())
     for split in ("train", "valid"):
         lines = (root / "stats" / split / "text_shape").read_text().splitlines()
-        (root / "stats" / split / "text_shape.char").write_text(
-            "".join(f"{line},{n_tokens}\n" for line in lines)
-        )
+        (root / "stats" / split / "text_shape.char").write_text("".join(f"{line},{n_tokens}\n" for line in lines))
 
     from espnet_ot.bin import dump_plm_feats  # in-process: saves an interpreter start
 
     for split, data in (("train", train), ("valid", valid)):
         dump_plm_feats.main(
-            ["--text", f"{data}/text", "--plm", str(plm), "--token_list", str(tokens),
-             "--token_type", "char", "--output_dir", str(root / "plm_feats" / split)]
+            [
+                "--text",
+                f"{data}/text",
+                "--plm",
+                str(plm),
+                "--token_list",
+                str(tokens),
+                "--token_type",
+                "char",
+                "--output_dir",
+                str(root / "plm_feats" / split),
+            ]
         )
 
     exp = root / "exp"
     train_run = run_python(
-        ["-m", "espnet2.bin.asr_train", *common,
-         "--train_data_path_and_name_and_type", f"{root}/plm_feats/train/feats.scp,plm_feats,kaldi_ark",
-         "--valid_data_path_and_name_and_type", f"{root}/plm_feats/valid/feats.scp,plm_feats,kaldi_ark",
-         "--train_shape_file", f"{root}/stats/train/speech_shape",
-         "--train_shape_file", f"{root}/stats/train/text_shape.char",
-         "--valid_shape_file", f"{root}/stats/valid/speech_shape",
-         "--valid_shape_file", f"{root}/stats/valid/text_shape.char",
-         "--normalize", "global_mvn",
-         "--normalize_conf", f"stats_file={root}/stats/train/feats_stats.npz",
-         "--batch_type", "folded", "--batch_size", "3", "--fold_length", "80000",
-         "--fold_length", "150", "--max_epoch", "1", "--seed", "0", "--use_tensorboard", "false",
-         "--output_dir", str(exp)],
+        [
+            "-m",
+            "espnet2.bin.asr_train",
+            *common,
+            "--train_data_path_and_name_and_type",
+            f"{root}/plm_feats/train/feats.scp,plm_feats,kaldi_ark",
+            "--valid_data_path_and_name_and_type",
+            f"{root}/plm_feats/valid/feats.scp,plm_feats,kaldi_ark",
+            "--train_shape_file",
+            f"{root}/stats/train/speech_shape",
+            "--train_shape_file",
+            f"{root}/stats/train/text_shape.char",
+            "--valid_shape_file",
+            f"{root}/stats/valid/speech_shape",
+            "--valid_shape_file",
+            f"{root}/stats/valid/text_shape.char",
+            "--normalize",
+            "global_mvn",
+            "--normalize_conf",
+            f"stats_file={root}/stats/train/feats_stats.npz",
+            "--batch_type",
+            "folded",
+            "--batch_size",
+            "3",
+            "--fold_length",
+            "80000",
+            "--fold_length",
+            "150",
+            "--max_epoch",
+            "1",
+            "--seed",
+            "0",
+            "--use_tensorboard",
+            "false",
+            "--output_dir",
+            str(exp),
+        ],
         cwd=root,
     )
     _check(train_run, "asr_train")
@@ -151,10 +217,25 @@ def test_plot_coupling_takes_settings_from_the_trained_model(trained):
     assert lm.plm_name == str(trained["no_plm"]) and lm.plm_layer == -1 and lm.include_special
     assert lm.frame_shift_s == 0.032  # measured on the model: hop 128 at 16 kHz, conv2d subsampling 4
     out = trained["root"] / "plots"
-    plot_coupling.main(["--asr_train_config", str(trained["exp"] / "config.yaml"),
-                        "--asr_model_file", str(trained["exp"] / "1epoch.pth"), "--data_dir", str(trained["valid"]),
-                        "--num_utts", "1", "--methods", "ot", "gmot", "--plm", str(trained["plm"]),
-                        "--output_dir", str(out)])  # the configured PLM path is absent on purpose
+    plot_coupling.main(
+        [
+            "--asr_train_config",
+            str(trained["exp"] / "config.yaml"),
+            "--asr_model_file",
+            str(trained["exp"] / "1epoch.pth"),
+            "--data_dir",
+            str(trained["valid"]),
+            "--num_utts",
+            "1",
+            "--methods",
+            "ot",
+            "gmot",
+            "--plm",
+            str(trained["plm"]),
+            "--output_dir",
+            str(out),
+        ]
+    )  # the configured PLM path is absent on purpose
     assert (out / "spk9_v0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -193,16 +274,34 @@ def test_inference_without_the_plm(trained):
     script = root / "user.py"
     script.write_text(USER_SCRIPT)
     cli = start_python(
-        ["-m", "espnet2.bin.asr_inference", "--asr_train_config", str(exp / "config.yaml"),
-         "--asr_model_file", str(exp / "1epoch.pth"), "--ngpu", "0", "--batch_size", "1",
-         "--ctc_weight", "1.0", "--beam_size", "1", "--nbest", "1",
-         "--data_path_and_name_and_type", f"{valid}/wav.scp,speech,sound",
-         "--key_file", f"{valid}/wav.scp", "--output_dir", str(root / "decode")],
+        [
+            "-m",
+            "espnet2.bin.asr_inference",
+            "--asr_train_config",
+            str(exp / "config.yaml"),
+            "--asr_model_file",
+            str(exp / "1epoch.pth"),
+            "--ngpu",
+            "0",
+            "--batch_size",
+            "1",
+            "--ctc_weight",
+            "1.0",
+            "--beam_size",
+            "1",
+            "--nbest",
+            "1",
+            "--data_path_and_name_and_type",
+            f"{valid}/wav.scp,speech,sound",
+            "--key_file",
+            f"{valid}/wav.scp",
+            "--output_dir",
+            str(root / "decode"),
+        ],
         cwd=root,
     )
     user = start_python(
-        [str(script), str(exp / "config.yaml"), str(exp / "1epoch.pth"),
-         str(valid / "wav" / "spk9_v0.wav")],
+        [str(script), str(exp / "config.yaml"), str(exp / "1epoch.pth"), str(valid / "wav" / "spk9_v0.wav")],
         cwd=root,
     )
     cli, user = wait(cli), wait(user)
@@ -212,6 +311,5 @@ def test_inference_without_the_plm(trained):
 
     _check(user, "user script")
     line = [x for x in user.stderr.splitlines() if x.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
-    assert result == dict(model="ESPnetOTModel", plm_loaded=False, hyp_type="str",
-                          child=[True, True], exitcode=0)
+    result = json.loads(line[len("RESULT ") :])
+    assert result == dict(model="ESPnetOTModel", plm_loaded=False, hyp_type="str", child=[True, True], exitcode=0)

@@ -41,8 +41,12 @@ def _imports(path: Path, text: Optional[str] = None) -> Iterator[Tuple[int, str]
 def _importers_of(module: str, files: List[Path], texts: Optional[Dict[Path, str]] = None) -> List[str]:
     """`file:line imports name` for every import of module or a submodule of it."""
     texts = texts or {}
-    return [f"{path.relative_to(REPO)}:{line} imports {name}" for path in files
-            for line, name in _imports(path, texts.get(path)) if name == module or name.startswith(module + ".")]
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in files
+        for line, name in _imports(path, texts.get(path))
+        if name == module or name.startswith(module + ".")
+    ]
 
 
 def _product_files() -> List[Path]:
@@ -74,8 +78,14 @@ def test_only_the_benchmarks_own_tests_import_the_benchmarks():
 def test_the_import_scan_sees_every_form_of_import():
     """The scan itself: absolute, from-, package-attribute and relative imports are all found."""
     probe = PACKAGE / "asr" / "probe.py"  # relative imports resolve from espnet_ot.asr
-    lines = {"import espnet_ot.toy.world": True, "from espnet_ot.toy import kaldi_data": True,
-             "from espnet_ot import toy": True, "from ..toy.study import Study": True, "from .. import toy": True,
-             "from ..ot import sinkhorn": False, "import espnet_ot.tasks": False}
+    lines = {
+        "import espnet_ot.toy.world": True,
+        "from espnet_ot.toy import kaldi_data": True,
+        "from espnet_ot import toy": True,
+        "from ..toy.study import Study": True,
+        "from .. import toy": True,
+        "from ..ot import sinkhorn": False,
+        "import espnet_ot.tasks": False,
+    }
     for line, toy in lines.items():
         assert bool(_importers_of("espnet_ot.toy", [probe], {probe: line})) == toy, line

@@ -30,7 +30,9 @@ def _install_requires():
 
 def _constraints():
     lines = (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()
-    return {Requirement(x).name.lower(): Requirement(x) for x in (re.sub(r"#.*", "", l).strip() for l in lines) if x}
+    return {
+        Requirement(x).name.lower(): Requirement(x) for x in (re.sub(r"#.*", "", line).strip() for line in lines) if x
+    }
 
 
 def test_install_requires_never_pins_the_users_espnet_or_torch():
@@ -39,7 +41,8 @@ def test_install_requires_never_pins_the_users_espnet_or_torch():
         assert name in req, name
         assert not any(s.operator in ("==", "===", "~=") for s in req[name].specifier), (name, str(req[name]))
         assert not any(s.operator in ("<", "<=") for s in req[name].specifier), (
-            f"{name}: an upper bound would make pip replace a newer {name} the user has")
+            f"{name}: an upper bound would make pip replace a newer {name} the user has"
+        )
     for release in SUPPORTED_ESPNET:
         assert req["espnet"].specifier.contains(Version(release)), release
 
@@ -77,9 +80,16 @@ def test_release_check_fails_under_ci_and_skips_loudly_otherwise(tmp_path):
     script = REPO / ".ci" / "check_espnet_release.sh"
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["BASE_PYTHON"] = str(tmp_path / "no_such_env" / "bin" / "python")
-    runs = {ci: subprocess.run(["bash", str(script), "202506", str(tmp_path / "overlay")], capture_output=True,
-                               text=True, env=dict(env, **({"CI": ci} if ci else {})), timeout=60)
-            for ci in ("true", "")}
+    runs = {
+        ci: subprocess.run(
+            ["bash", str(script), "202506", str(tmp_path / "overlay")],
+            capture_output=True,
+            text=True,
+            env=dict(env, **({"CI": ci} if ci else {})),
+            timeout=60,
+        )
+        for ci in ("true", "")
+    }
     assert runs["true"].returncode == 1 and "FAILED (CI=true, missing prerequisite)" in runs["true"].stderr
     assert runs[""].returncode == 0 and "SKIPPED, missing prerequisite" in runs[""].stderr
     for run in runs.values():
@@ -92,7 +102,7 @@ def test_readme_states_the_result_of_every_supported_release():
     page = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
     section = page.split("\n## ", 1)[0]
     for release in SUPPORTED_ESPNET:
-        assert len([l for l in section.splitlines() if l.startswith(f"| {release} |")]) == 1, release
+        assert len([row for row in section.splitlines() if row.startswith(f"| {release} |")]) == 1, release
     makefile = (REPO / "Makefile").read_text()
     (default,) = re.findall(r"^ESPNET \?= (\d+)$", makefile, flags=re.M)
     (pin,) = _constraints()["espnet"].specifier
@@ -107,11 +117,17 @@ def test_readme_states_the_result_of_every_supported_release():
 def test_a_regular_install_ships_the_toy_configs(tmp_path):
     """`pip install .` (not editable) installs what build_py writes: the toy systems' configs must be in it, next
     to espnet_ot/toy/world.py, where world.TOY_CONF looks (package data; conf/demo outside the package was not)."""
-    subprocess.run([PYTHON, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=REPO, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [PYTHON, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     toy = tmp_path / "espnet_ot" / "toy"
     shipped = sorted(p.name for p in (toy / "conf").glob("*.yaml"))
     assert shipped == ["baseline.yaml", "gm_ot.yaml", "ot_bert.yaml", "tot_cakt.yaml"], shipped
     assert shipped == sorted(p.name for p in (REPO / "espnet_ot" / "toy" / "conf").glob("*.yaml"))
     assert (toy / "world.py").is_file() and 'TOY_CONF = Path(__file__).resolve().parent / "conf"' in (
-        toy / "world.py").read_text(encoding="utf-8")
+        toy / "world.py"
+    ).read_text(encoding="utf-8")

@@ -26,11 +26,14 @@ from helpers import (
 
 pytest.importorskip("espnet2", reason="needs ESPnet (pip install -e . installs it)")
 
-CONFIG = """\
+CONFIG = (
+    """\
 frontend: default
 frontend_conf: {n_fft: 256, hop_length: 128, n_mels: 20}
 normalize: utterance_mvn
-""" + TINY_ENCODER_YAML + """postencoder: cakt_adapter
+"""
+    + TINY_ENCODER_YAML
+    + """postencoder: cakt_adapter
 postencoder_conf: {plm_dim: 32, scale: 1.0}
 model: espnet_ot
 model_conf:
@@ -51,6 +54,7 @@ use_tensorboard: false
 keep_nbest_models: 1
 best_model_criterion: [[valid, loss, min]]
 """
+)
 
 # Run by each torchrun rank: ESPnet's own entry point, then what this rank holds afterwards.
 RANK_SCRIPT = textwrap.dedent(
@@ -106,9 +110,26 @@ def toy(tmp_path_factory):
     }
     tokens = write_token_list(root / "tokens.txt", char_token_list())
     n_tokens = len(char_token_list())
-    args = ["--token_list", str(tokens), "--token_type", "char", "--use_preprocessor", "true",
-            "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
-            "--config", str(root / "conf.yaml"), "--allow_variable_data_keys", "true", "--num_att_plot", "0"]
+    args = [
+        "--token_list",
+        str(tokens),
+        "--token_type",
+        "char",
+        "--use_preprocessor",
+        "true",
+        "--non_linguistic_symbols",
+        "none",
+        "--cleaner",
+        "none",
+        "--g2p",
+        "none",
+        "--config",
+        str(root / "conf.yaml"),
+        "--allow_variable_data_keys",
+        "true",
+        "--num_att_plot",
+        "0",
+    ]
     for name, d in sets.items():
         # shape files as asr.sh stage 10 writes them: samples per utterance, tokens per transcript
         speech, text = [], []
@@ -120,9 +141,25 @@ def toy(tmp_path_factory):
             text.append(f"{utt} {len(t)},{n_tokens}\n")
         (d / "speech_shape").write_text("".join(speech))
         (d / "text_shape.char").write_text("".join(text))
-        dump_plm_feats.main(["--text", f"{d}/text", "--plm", str(plm), "--token_list", str(tokens),
-                             "--token_type", "char", "--output_dir", str(root / "plm_feats" / name)])
-        for data in (f"{d}/wav.scp,speech,sound", f"{d}/text,text,text", f"{root}/plm_feats/{name}/feats.scp,plm_feats,kaldi_ark"):
+        dump_plm_feats.main(
+            [
+                "--text",
+                f"{d}/text",
+                "--plm",
+                str(plm),
+                "--token_list",
+                str(tokens),
+                "--token_type",
+                "char",
+                "--output_dir",
+                str(root / "plm_feats" / name),
+            ]
+        )
+        for data in (
+            f"{d}/wav.scp,speech,sound",
+            f"{d}/text,text,text",
+            f"{root}/plm_feats/{name}/feats.scp,plm_feats,kaldi_ark",
+        ):
             args += [f"--{name}_data_path_and_name_and_type", data]
         args += [f"--{name}_shape_file", f"{d}/speech_shape", f"--{name}_shape_file", f"{d}/text_shape.char"]
     (root / "conf.yaml").write_text(CONFIG.replace("PLM_DIR", str(plm)), encoding="utf-8")
@@ -146,18 +183,47 @@ def test_data_parallel_two_cpu_ranks(toy):
     out.mkdir()
     script = root / "rank.py"
     script.write_text(RANK_SCRIPT)
-    proc = wait(start_python(
-        ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-         str(script), str(out), *toy["args"], "--max_epoch", "1", "--output_dir", str(exp),
-         "--ngpu", "0", "--dist_backend", "gloo", "--multiprocessing_distributed", "false"],
-        cwd=root), timeout=1500)
+    proc = wait(
+        start_python(
+            [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nnodes",
+                "1",
+                "--nproc_per_node",
+                "2",
+                str(script),
+                str(out),
+                *toy["args"],
+                "--max_epoch",
+                "1",
+                "--output_dir",
+                str(exp),
+                "--ngpu",
+                "0",
+                "--dist_backend",
+                "gloo",
+                "--multiprocessing_distributed",
+                "false",
+            ],
+            cwd=root,
+        ),
+        timeout=1500,
+    )
     _check(proc, "torchrun asr_train")
     log = proc.stdout + proc.stderr
 
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r, info in enumerate(ranks):
-        assert info == dict(rank=r, world_size=2, registered=[True, True], model="ESPnetOTModel",
-                            postencoder="CAKTAdapter", train_utts=info["train_utts"]), info
+        assert info == dict(
+            rank=r,
+            world_size=2,
+            registered=[True, True],
+            model="ESPnetOTModel",
+            postencoder="CAKTAdapter",
+            train_utts=info["train_utts"],
+        ), info
     # each rank trained on its half of every batch: together exactly the 8 training utterances
     assert [info["train_utts"] for info in ranks] == [4, 4]
 
@@ -174,11 +240,17 @@ def test_data_parallel_two_cpu_ranks(toy):
         assert len(values) >= 2, (key, log[-3000:])  # train and valid summaries of epoch 1
         assert all(math.isfinite(v) for v in values), (key, values)
 
-    from espnet2.bin.asr_inference import Speech2Text
     import soundfile
+    from espnet2.bin.asr_inference import Speech2Text
 
-    s2t = Speech2Text(asr_train_config=str(exp / "config.yaml"), asr_model_file=str(exp / "1epoch.pth"),
-                      device="cpu", ctc_weight=1.0, beam_size=1, lm_weight=0.0)
+    s2t = Speech2Text(
+        asr_train_config=str(exp / "config.yaml"),
+        asr_model_file=str(exp / "1epoch.pth"),
+        device="cpu",
+        ctc_weight=1.0,
+        beam_size=1,
+        lm_weight=0.0,
+    )
     assert type(s2t.asr_model).__name__ == "ESPnetOTModel"
     wav, _ = soundfile.read(str(toy["valid"] / "wav" / "spk9_v0.wav"))
     text = s2t(wav)[0][0]
@@ -216,8 +288,23 @@ def test_resume_equals_uninterrupted_run(toy):
         assert all(math.isfinite(v) for v in _stats(c.stderr, key)) and _stats(c.stderr, key)
     # a resume with another alignment setting is refused before ESPnet rewrites config.yaml
     config_before = (resumed / "config.yaml").read_text(encoding="utf-8")
-    d = wait(start_python([*train, "--max_epoch", "3", "--resume", "true", "--output_dir", str(resumed),
-                           "--model_conf", "alignment=gmot"], cwd=root), timeout=1500)
+    d = wait(
+        start_python(
+            [
+                *train,
+                "--max_epoch",
+                "3",
+                "--resume",
+                "true",
+                "--output_dir",
+                str(resumed),
+                "--model_conf",
+                "alignment=gmot",
+            ],
+            cwd=root,
+        ),
+        timeout=1500,
+    )
     assert d.returncode != 0
     assert "model_conf.alignment " in d.stderr and "train into a new --output_dir" in d.stderr, d.stderr[-2000:]
     assert (resumed / "config.yaml").read_text(encoding="utf-8") == config_before

@@ -33,16 +33,23 @@ def test_parses_every_epoch_and_phase():
     check_training_stats(log(BASE_LINE.format(e=1)), ot=False)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (OT_LINE.format(e=2, ot="nan", band=0.3), "non-finite"),
-    (OT_LINE.format(e=2, ot="inf", band=0.3), "non-finite"),
-    (OT_LINE.format(e=2, ot=1.0, band=1.2), "band_mass"),
-    (OT_LINE.format(e=2, ot=1.0, band=-0.1), "band_mass"),
-    (OT_LINE.format(e=2, ot=1.0, band=0.3).replace(", [valid]", ", cer_ctc=nan, [valid]")
-     .replace("loss=32.0", "loss=nan"), "non-finite"),
-    (OT_LINE.format(e=2, ot=1.0, band=0.3).split(", [valid]")[0], "valid"),
-    (OT_LINE.format(e=2, ot=1.0, band=0.3).replace("loss_align=2.0, ", ""), "loss_align"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (OT_LINE.format(e=2, ot="nan", band=0.3), "non-finite"),
+        (OT_LINE.format(e=2, ot="inf", band=0.3), "non-finite"),
+        (OT_LINE.format(e=2, ot=1.0, band=1.2), "band_mass"),
+        (OT_LINE.format(e=2, ot=1.0, band=-0.1), "band_mass"),
+        (
+            OT_LINE.format(e=2, ot=1.0, band=0.3)
+            .replace(", [valid]", ", cer_ctc=nan, [valid]")
+            .replace("loss=32.0", "loss=nan"),
+            "non-finite",
+        ),
+        (OT_LINE.format(e=2, ot=1.0, band=0.3).split(", [valid]")[0], "valid"),
+        (OT_LINE.format(e=2, ot=1.0, band=0.3).replace("loss_align=2.0, ", ""), "loss_align"),
+    ],
+)
 def test_rejects_a_bad_later_epoch_of_an_ot_model(bad, message):
     with pytest.raises(AssertionError, match=message):
         check_training_stats(log(OT_LINE.format(e=1, ot=1.5, band=0.3), bad), ot=True)

@@ -33,9 +33,12 @@ def test_model_training_step_under_autocast_gives_finite_ot_stats():
     model.train()
     g = torch.Generator().manual_seed(0)
     batch_ = dict(
-        speech=torch.randn(2, 64, 20, generator=g), speech_lengths=torch.tensor([64, 56]),
-        text=torch.tensor([[3, 4, 5], [6, 7, -1]]), text_lengths=torch.tensor([3, 2]),
-        plm_feats=torch.randn(2, 5, 32, generator=g), plm_feats_lengths=torch.tensor([5, 4]),
+        speech=torch.randn(2, 64, 20, generator=g),
+        speech_lengths=torch.tensor([64, 56]),
+        text=torch.tensor([[3, 4, 5], [6, 7, -1]]),
+        text_lengths=torch.tensor([3, 2]),
+        plm_feats=torch.randn(2, 5, 32, generator=g),
+        plm_feats_lengths=torch.tensor([5, 4]),
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, stats, _ = model(**batch_)

@@ -9,12 +9,12 @@ import torch
 
 from espnet_ot.ot import (
     FeatureStructure,
+    TemporalStructure,
     cosine_cost,
     fused_gromov_wasserstein,
     ot_alignment,
     sinkhorn,
     sinkhorn_unbalanced,
-    TemporalStructure,
 )
 from espnet_ot.ot.cost import NORM_EPS
 from helpers import random_batch
@@ -48,8 +48,8 @@ def test_non_prefix_masks_count_positions_among_the_real_ones(method):
     r = ot_alignment(x, y, mx, my, method=method, eps=0.05)
     k, la, lt = 1, 7, 3
     front = 5
-    xs = torch.cat([100 * torch.randn(1, front, x.shape[2]), x[k:k + 1, :la]], 1)
-    ys = torch.cat([torch.full((1, 2, y.shape[2]), float("nan")), y[k:k + 1, :lt]], 1)
+    xs = torch.cat([100 * torch.randn(1, front, x.shape[2]), x[k : k + 1, :la]], 1)
+    ys = torch.cat([torch.full((1, 2, y.shape[2]), float("nan")), y[k : k + 1, :lt]], 1)
     mxs = torch.arange(front + la)[None] >= front
     mys = torch.arange(2 + lt)[None] >= 2
     s = ot_alignment(xs, ys, mxs, mys, method=method, eps=0.05)
@@ -77,13 +77,26 @@ def one_line(exc):
     return "\n" not in text and len(text) < 300
 
 
-@pytest.mark.parametrize("name, value, exc", [
-    ("eps", "abc", TypeError), ("eps", 0.0, ValueError), ("eps", float("nan"), ValueError),
-    ("eps", float("inf"), ValueError), ("eps", None, TypeError), ("beta", -1.0, ValueError),
-    ("beta", "x", TypeError), ("alpha", 1.5, ValueError), ("max_iter", 0, ValueError),
-    ("max_iter", 2.5, TypeError), ("tol", -1.0, ValueError), ("relax", 0.0, ValueError),
-    ("relax", "soft", TypeError), ("edge_mix", 2.0, ValueError), ("eps_scaling", 3.0, ValueError),
-])
+@pytest.mark.parametrize(
+    "name, value, exc",
+    [
+        ("eps", "abc", TypeError),
+        ("eps", 0.0, ValueError),
+        ("eps", float("nan"), ValueError),
+        ("eps", float("inf"), ValueError),
+        ("eps", None, TypeError),
+        ("beta", -1.0, ValueError),
+        ("beta", "x", TypeError),
+        ("alpha", 1.5, ValueError),
+        ("max_iter", 0, ValueError),
+        ("max_iter", 2.5, TypeError),
+        ("tol", -1.0, ValueError),
+        ("relax", 0.0, ValueError),
+        ("relax", "soft", TypeError),
+        ("edge_mix", 2.0, ValueError),
+        ("eps_scaling", 3.0, ValueError),
+    ],
+)
 def test_bad_numbers_are_named(name, value, exc):
     x, y, mx, my = batch([6], [3])
     with pytest.raises(exc, match=name) as e:
@@ -102,9 +115,24 @@ def test_random_bad_inputs_give_a_finite_result_or_a_named_error():
     """Property-style: random corruptions of a valid call; accept only a correct finite result or a one-line
     ValueError/TypeError that names the corrupted argument."""
     rng = random.Random(0)
-    kinds = ["nan_x", "inf_y", "nan_cost", "pad_garbage", "empty_La", "empty_Lt", "all_false_x", "odd_mask",
-             "int_feats", "float_mask", "complex_x", "string_eps", "bad_string_eps", "wrong_mask_shape",
-             "list_x", "neg_inf_cost"]
+    kinds = [
+        "nan_x",
+        "inf_y",
+        "nan_cost",
+        "pad_garbage",
+        "empty_La",
+        "empty_Lt",
+        "all_false_x",
+        "odd_mask",
+        "int_feats",
+        "float_mask",
+        "complex_x",
+        "string_eps",
+        "bad_string_eps",
+        "wrong_mask_shape",
+        "list_x",
+        "neg_inf_cost",
+    ]
     for trial in range(48):
         kind = kinds[trial % len(kinds)]
         B, la_max, lt_max = rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 5)

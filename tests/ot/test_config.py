@@ -7,10 +7,9 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, char_token_list
-
 import espnet_ot.ot as ot_core  # noqa: E402
 from espnet_ot.ot.config import ALIGNMENTS, DEFAULT_METHOD, METHODS, AlignmentConfig  # noqa: E402
+from helpers import REPO, char_token_list
 
 FIELD = "model_conf.alignment_conf"
 
@@ -74,8 +73,9 @@ def test_numbers_written_as_yaml_strings_are_converted():
     cfg = AlignmentConfig.from_conf("tot", conf)
     assert (cfg.eps, cfg.beta, cfg.max_iter, cfg.tol) == (0.5, 0.1, 1000, 1e-4)
     assert type(cfg.max_iter) is int and type(cfg.eps) is float
-    assert cfg.solver_kwargs() == dict(method="tot", eps=0.5, beta=0.1, grad="envelope", max_iter=1000, tol=1e-4,
-                                       relax=None, eps_scaling=0.5)
+    assert cfg.solver_kwargs() == dict(
+        method="tot", eps=0.5, beta=0.1, grad="envelope", max_iter=1000, tol=1e-4, relax=None, eps_scaling=0.5
+    )
 
 
 def test_solver_kwargs_carry_only_the_methods_options():
@@ -170,14 +170,20 @@ def test_plot_coupling_takes_the_models_settings():
     g = torch.Generator().manual_seed(0)
     h, z = torch.randn(12, 8, generator=g), torch.randn(5, 8, generator=g)
     cfg = AlignmentConfig.from_conf("gmot", {"eps": "2e-1", "alpha": 0.3, "edges": "mix", "beta": 0.1})
-    lm = SimpleNamespace(alignment_config=cfg, include_special=True, label="m", frame_shift_s=0.04,
-                         h_a=lambda speech: h)
+    lm = SimpleNamespace(
+        alignment_config=cfg, include_special=True, label="m", frame_shift_s=0.04, h_a=lambda speech: h
+    )
     utt = Utterance("u", np.zeros(10, dtype=np.float32), "abc")
     tokens = list("12345")
     for method in METHODS:
         panel = compute_panel(lm, utt, method, z, tokens, None)
-        ref = ot_core.ot_alignment(h[None], z[None], torch.ones(1, 12, dtype=torch.bool),
-                                   torch.ones(1, 5, dtype=torch.bool), **cfg.replace(method=method).solver_kwargs())
+        ref = ot_core.ot_alignment(
+            h[None],
+            z[None],
+            torch.ones(1, 12, dtype=torch.bool),
+            torch.ones(1, 5, dtype=torch.bool),
+            **cfg.replace(method=method).solver_kwargs(),
+        )
         np.testing.assert_allclose(panel.coupling, ref.coupling[0].numpy(), rtol=1e-5, atol=1e-7)
         assert "eps=0.2" in panel.title
     assert "alpha=0.3, mix edges" in compute_panel(lm, utt, "gmot", z, tokens, None).title

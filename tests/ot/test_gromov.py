@@ -11,11 +11,11 @@ from espnet_ot.ot import (
     cosine_cost,
     feature_structure,
     fused_gromov_wasserstein,
+    gromov,
     sinkhorn,
     temporal_structure,
     tot_cost,
 )
-from espnet_ot.ot import gromov
 from helpers import assert_marginals, random_batch
 
 LA, LT = [37, 20, 1, 12, 29], [6, 3, 1, 9, 2]  # true lengths of a padded batch (one 1 x 1 problem)
@@ -39,9 +39,18 @@ def test_fgw_matches_pot_entropic_fgw(edges, alpha, device):
     C, P, Dx, Dy, mx, my = (t.cpu() for t in (C, P, Dx, Dy, mx, my))
     for k, (la, lt) in enumerate(zip(LA, LT)):
         ref = ot.gromov.entropic_fused_gromov_wasserstein(
-            C[k, :la, :lt].numpy(), Dx[k, :la, :la].numpy(), Dy[k, :lt, :lt].numpy(),
-            np.full(la, 1 / la), np.full(lt, 1 / lt), loss_fun="square_loss", epsilon=0.1, alpha=alpha,
-            max_iter=2000, tol=1e-11, numItermax=100000, stopThr=1e-13,
+            C[k, :la, :lt].numpy(),
+            Dx[k, :la, :la].numpy(),
+            Dy[k, :lt, :lt].numpy(),
+            np.full(la, 1 / la),
+            np.full(lt, 1 / lt),
+            loss_fun="square_loss",
+            epsilon=0.1,
+            alpha=alpha,
+            max_iter=2000,
+            tol=1e-11,
+            numItermax=100000,
+            stopThr=1e-13,
         )
         assert np.abs(P[k, :la, :lt].numpy() - ref).max() < 1e-5
     assert_marginals(P, mx, my, atol=1e-9)
@@ -67,8 +76,19 @@ def test_fgw_result_of_an_utterance_does_not_depend_on_its_batch(relax, monkeypa
     monkeypatch.setattr(gromov._Work, "take", lambda self, idx: taken.append(len(idx)) or take(self, idx))
 
     def solve(k):
-        return fused_gromov_wasserstein(C[k], TemporalStructure(mx[k]), TemporalStructure(my[k]), mx[k], my[k], 0.7,
-                                        0.05, tol=1e-9, sinkhorn_tol=1e-10, relax=relax, return_log=True)
+        return fused_gromov_wasserstein(
+            C[k],
+            TemporalStructure(mx[k]),
+            TemporalStructure(my[k]),
+            mx[k],
+            my[k],
+            0.7,
+            0.05,
+            tol=1e-9,
+            sinkhorn_tol=1e-10,
+            relax=relax,
+            return_log=True,
+        )
 
     P, log = solve(slice(None))
     assert taken and min(taken) < len(la)  # the batch did shrink

@@ -35,7 +35,9 @@ def test_envelope_gradient_wrt_features_matches_finite_differences(method):
             hp, hm = h.detach().clone(), h.detach().clone()
             hp[idx] += step
             hm[idx] -= step
-            num[idx] = (_entropic_value(hp, z, mx, my, eps, beta) - _entropic_value(hm, z, mx, my, eps, beta)) / (2 * step)
+            num[idx] = (_entropic_value(hp, z, mx, my, eps, beta) - _entropic_value(hm, z, mx, my, eps, beta)) / (
+                2 * step
+            )
     assert torch.allclose(h.grad, num, atol=1e-7), (h.grad - num).abs().max()
     assert h.grad[1, 6:].abs().max() == 0  # padding gets no gradient
 

@@ -90,8 +90,9 @@ def test_cosine_cost_matches_scipy_on_a_padded_batch():
     C = cosine_cost(x, y, mx, my)
     assert C.shape == (len(LA), x.shape[1], y.shape[1]) and C.dtype == torch.float64
     for k, (la, lt) in enumerate(zip(LA, LT)):
-        np.testing.assert_allclose(C[k, :la, :lt].numpy(), ref_cosine(x[k, :la].numpy(), y[k, :lt].numpy()),
-                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            C[k, :la, :lt].numpy(), ref_cosine(x[k, :la].numpy(), y[k, :lt].numpy()), rtol=0, atol=1e-12
+        )
         assert C[k, la:].abs().max() == 0 and C[k, :, lt:].abs().max() == 0
 
 
@@ -128,13 +129,13 @@ def test_structures_match_their_definitions_on_a_padded_batch():
                 np.testing.assert_allclose(dense[kind][k, :la, :la].numpy(), ref, rtol=0, atol=1e-12)
                 assert dense[kind][k, la:].abs().max() == 0 and dense[kind][k, :, la:].abs().max() == 0
             np.testing.assert_allclose(S.matmul(X)[k, :la].numpy(), ref @ X[k, :la].numpy(), rtol=0, atol=1e-11)
-            np.testing.assert_allclose(S.sq_matvec(p)[k, :la].numpy(), (ref**2) @ p[k, :la].numpy(),
-                                       rtol=0, atol=1e-11)
+            np.testing.assert_allclose(S.sq_matvec(p)[k, :la].numpy(), (ref**2) @ p[k, :la].numpy(), rtol=0, atol=1e-11)
 
 
 # ------------------------------------------------------------------ OT / TOT vs POT on the reference costs
-@pytest.mark.parametrize("method, eps, beta", [("ot", 0.05, 0.0), ("tot", 0.3, 0.5), ("tot", 0.1, 0.5),
-                                               ("tot", 0.05, 0.25)])
+@pytest.mark.parametrize(
+    "method, eps, beta", [("ot", 0.05, 0.0), ("tot", 0.3, 0.5), ("tot", 0.1, 0.5), ("tot", 0.05, 0.25)]
+)
 def test_ot_alignment_matches_pot_on_reference_costs(method, eps, beta):
     x, y, mx, my = make_batch(LA, LT, seed=3)
     r = ot_alignment(x, y, mx, my, method=method, eps=eps, beta=beta, max_iter=100000, tol=1e-12)
@@ -147,24 +148,51 @@ def test_ot_alignment_matches_pot_on_reference_costs(method, eps, beta):
 
 
 # ------------------------------------------------------------------ GM-OT vs POT on the reference structures
-@pytest.mark.parametrize("edges, alpha, eps, beta, mix", [
-    ("temporal", 0.5, 0.1, 0.5, 0.5),
-    ("feature", 0.5, 0.1, 0.5, 0.5),
-    ("feature", 0.8, 0.1, 0.3, 0.5),
-    ("mix", 0.6, 0.1, 0.5, 0.3),
-])
+@pytest.mark.parametrize(
+    "edges, alpha, eps, beta, mix",
+    [
+        ("temporal", 0.5, 0.1, 0.5, 0.5),
+        ("feature", 0.5, 0.1, 0.5, 0.5),
+        ("feature", 0.8, 0.1, 0.3, 0.5),
+        ("mix", 0.6, 0.1, 0.5, 0.3),
+    ],
+)
 def test_gmot_value_and_coupling_match_pot_entropic_fgw(edges, alpha, eps, beta, mix):
     x, y, mx, my = make_batch(LA, LT, seed=4)
-    r = ot_alignment(x, y, mx, my, method="gmot", eps=eps, beta=beta, alpha=alpha, edges=edges, edge_mix=mix,
-                     max_iter=100000, tol=1e-10, gw_max_iter=2000, gw_tol=1e-10)
+    r = ot_alignment(
+        x,
+        y,
+        mx,
+        my,
+        method="gmot",
+        eps=eps,
+        beta=beta,
+        alpha=alpha,
+        edges=edges,
+        edge_mix=mix,
+        max_iter=100000,
+        tol=1e-10,
+        gw_max_iter=2000,
+        gw_tol=1e-10,
+    )
     for k, (la, lt) in enumerate(zip(LA, LT)):
         xs, ys = x[k, :la].numpy(), y[k, :lt].numpy()
         M = ref_node_cost(xs, ys, beta)
         Sx, Sy = ref_edges(edges, xs, mix), ref_edges(edges, ys, mix)
         p, q = uniform(la), uniform(lt)
         ref = ot.gromov.entropic_fused_gromov_wasserstein(
-            M, Sx, Sy, p, q, loss_fun="square_loss", epsilon=eps, alpha=alpha,
-            max_iter=2000, tol=1e-11, numItermax=200000, stopThr=1e-12,
+            M,
+            Sx,
+            Sy,
+            p,
+            q,
+            loss_fun="square_loss",
+            epsilon=eps,
+            alpha=alpha,
+            max_iter=2000,
+            tol=1e-11,
+            numItermax=200000,
+            stopThr=1e-12,
         )
         np.testing.assert_allclose(r.coupling[k, :la, :lt].numpy(), ref, rtol=0, atol=1e-8)
         # the loss is the FGW objective at the coupling: POT's gwloss for the edge term and a 4-index sum
@@ -181,14 +209,36 @@ def test_gmot_value_and_coupling_match_pot_entropic_fgw(edges, alpha, eps, beta,
 def test_gmot_first_mirror_descent_steps_match_pot_on_a_padded_batch(gw_max_iter):
     """A few steps from gamma = a b^T (uniform on the true lengths, not on the padded ones) match POT's."""
     x, y, mx, my = make_batch(LA, LT, seed=8)
-    r = ot_alignment(x, y, mx, my, method="gmot", eps=0.1, beta=0.5, alpha=0.7, edges="feature",
-                     max_iter=100000, tol=1e-12, gw_max_iter=gw_max_iter, gw_tol=0.0)
+    r = ot_alignment(
+        x,
+        y,
+        mx,
+        my,
+        method="gmot",
+        eps=0.1,
+        beta=0.5,
+        alpha=0.7,
+        edges="feature",
+        max_iter=100000,
+        tol=1e-12,
+        gw_max_iter=gw_max_iter,
+        gw_tol=0.0,
+    )
     for k, (la, lt) in enumerate(zip(LA, LT)):
         xs, ys = x[k, :la].numpy(), y[k, :lt].numpy()
         ref = ot.gromov.entropic_fused_gromov_wasserstein(
-            ref_node_cost(xs, ys, 0.5), ref_edges("feature", xs, 0.5), ref_edges("feature", ys, 0.5),
-            uniform(la), uniform(lt), loss_fun="square_loss", epsilon=0.1, alpha=0.7,
-            max_iter=gw_max_iter, tol=0.0, numItermax=200000, stopThr=1e-14,
+            ref_node_cost(xs, ys, 0.5),
+            ref_edges("feature", xs, 0.5),
+            ref_edges("feature", ys, 0.5),
+            uniform(la),
+            uniform(lt),
+            loss_fun="square_loss",
+            epsilon=0.1,
+            alpha=0.7,
+            max_iter=gw_max_iter,
+            tol=0.0,
+            numItermax=200000,
+            stopThr=1e-14,
         )
         np.testing.assert_allclose(r.coupling[k, :la, :lt].numpy(), ref, rtol=0, atol=1e-8)
 
@@ -216,8 +266,17 @@ def test_relaxed_gmot_is_a_fixed_point_of_its_step_and_its_loss_is_the_fgw_objec
         if la > 1:
             assert np.abs(a_star - uniform(la)).sum() > 1e-2  # the frames' is not uniform
         G = (1.0 - alpha) * M + 2.0 * alpha * ((Sx**2 @ a_star)[:, None] + (Sy**2 @ b)[None, :] - 2.0 * Sx @ gamma @ Sy)
-        step = ot.unbalanced.sinkhorn_unbalanced(uniform(la), b, G, conf["eps"], (tau, np.inf), reg_type="kl",
-                                                 method="sinkhorn", numItermax=200000, stopThr=1e-15)
+        step = ot.unbalanced.sinkhorn_unbalanced(
+            uniform(la),
+            b,
+            G,
+            conf["eps"],
+            (tau, np.inf),
+            reg_type="kl",
+            method="sinkhorn",
+            numItermax=200000,
+            stopThr=1e-15,
+        )
         np.testing.assert_allclose(gamma, step, rtol=0, atol=1e-8)
         assert r.loss[k].item() == pytest.approx(ref_fgw_objective(M, Sx, Sy, gamma, alpha), abs=1e-10)
 
@@ -248,7 +307,8 @@ def _entropic_fgw_value(h, z, mx, my, conf):
         M = ref_node_cost(hs, zs, conf["beta"])
         Sx, Sy = ref_edges(conf["edges"], hs, conf["edge_mix"]), ref_edges(conf["edges"], zs, conf["edge_mix"])
         total += ref_fgw_objective(M, Sx, Sy, gamma, conf["alpha"]) + conf["eps"] * float(
-            (gamma * np.log(np.where(gamma > 0, gamma, 1.0))).sum())
+            (gamma * np.log(np.where(gamma > 0, gamma, 1.0))).sum()
+        )
     return total
 
 
@@ -256,8 +316,17 @@ def _entropic_fgw_value(h, z, mx, my, conf):
 def test_gmot_envelope_gradient_matches_finite_differences(edges):
     """d/d(h, z) of the entropic FGW value = autograd of the loss at the fixed coupling (envelope theorem)."""
     h, z, mx, my = make_batch([6, 4], [4, 3], D=4, seed=5)
-    conf = dict(eps=0.2, beta=0.5, alpha=0.5, edges=edges, edge_mix=0.4,
-                max_iter=100000, tol=1e-13, gw_max_iter=2000, gw_tol=1e-13)
+    conf = dict(
+        eps=0.2,
+        beta=0.5,
+        alpha=0.5,
+        edges=edges,
+        edge_mix=0.4,
+        max_iter=100000,
+        tol=1e-13,
+        gw_max_iter=2000,
+        gw_tol=1e-13,
+    )
     h, z = h.clone().requires_grad_(True), z.clone().requires_grad_(True)
     ot_alignment(h, z, mx, my, method="gmot", **conf).loss.sum().backward()
     g = torch.Generator().manual_seed(6)

@@ -162,7 +162,7 @@ def test_converged_utterances_do_not_depend_on_their_batch():
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
     P = sinkhorn(C, mx, my, 0.02, tol=1e-5)
     for k, (n, m) in enumerate(zip([70, 30, 50], [9, 3, 6])):
-        alone = sinkhorn(C[k:k + 1, :n, :m], mx[k:k + 1, :n], my[k:k + 1, :m], 0.02, tol=1e-5)
+        alone = sinkhorn(C[k : k + 1, :n, :m], mx[k : k + 1, :n], my[k : k + 1, :m], 0.02, tol=1e-5)
         assert torch.allclose(P[k, :n, :m], alone[0], atol=1e-12, rtol=0)
 
 
@@ -195,11 +195,11 @@ def test_padding_and_batch_invariance(solver):
     P = solve(x, y, mx, my)
     for k, (la, lt) in enumerate(zip(LA, LT)):
         # alone, without padding
-        alone = solve(x[k:k + 1, :la], y[k:k + 1, :lt], mx[k:k + 1, :la], my[k:k + 1, :lt])
+        alone = solve(x[k : k + 1, :la], y[k : k + 1, :lt], mx[k : k + 1, :la], my[k : k + 1, :lt])
         assert torch.allclose(P[k, :la, :lt], alone[0], atol=1e-7, rtol=1e-5)
         # alone, with extra padding (garbage values in the padded frames must not matter)
-        xp = torch.cat([x[k:k + 1, :la], 100 * torch.randn(1, 50, x.shape[2])], 1)
-        yp = torch.cat([y[k:k + 1, :lt], 100 * torch.randn(1, 4, y.shape[2])], 1)
+        xp = torch.cat([x[k : k + 1, :la], 100 * torch.randn(1, 50, x.shape[2])], 1)
+        yp = torch.cat([y[k : k + 1, :lt], 100 * torch.randn(1, 4, y.shape[2])], 1)
         mxp = torch.arange(la + 50)[None] < la
         myp = torch.arange(lt + 4)[None] < lt
         padded = solve(xp, yp, mxp, myp)

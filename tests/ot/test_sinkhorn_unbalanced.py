@@ -30,8 +30,15 @@ def test_matches_pot_sinkhorn_unbalanced(reg_m, reg_type, eps):
         a, b = np.full(n, 1 / n), np.full(m, 1 / m)
         with pytest.warns(UserWarning) if reg_type == "entropy" else _nothing():
             ref = ot.unbalanced.sinkhorn_unbalanced(
-                a, b, C[k, :n, :m].numpy(), eps, reg_m, method="sinkhorn", reg_type=reg_type,
-                numItermax=200000, stopThr=1e-15,
+                a,
+                b,
+                C[k, :n, :m].numpy(),
+                eps,
+                reg_m,
+                method="sinkhorn",
+                reg_type=reg_type,
+                numItermax=200000,
+                stopThr=1e-15,
             )
         assert np.abs(P[k, :n, :m].numpy() - ref).max() < 1e-5
         if math.isinf(reg_m[1]):  # hard token side: every token gets its mass
@@ -59,8 +66,17 @@ def test_a_single_penalty_relaxes_both_marginals(reg_type):
     for k, (n, m) in enumerate(zip(LA, LT)):
         a, b = np.full(n, 1 / n), np.full(m, 1 / m)
         with pytest.warns(UserWarning) if reg_type == "entropy" else _nothing():
-            ref = ot.unbalanced.sinkhorn_unbalanced(a, b, C[k, :n, :m].numpy(), 0.1, 0.4, method="sinkhorn",
-                                                    reg_type=reg_type, numItermax=200000, stopThr=1e-15)
+            ref = ot.unbalanced.sinkhorn_unbalanced(
+                a,
+                b,
+                C[k, :n, :m].numpy(),
+                0.1,
+                0.4,
+                method="sinkhorn",
+                reg_type=reg_type,
+                numItermax=200000,
+                stopThr=1e-15,
+            )
         assert np.abs(P[k, :n, :m].numpy() - ref).max() < 1e-5
         assert np.abs(P[k, :n, :m].numpy().sum(0) - b).sum() > 1e-2
         assert np.abs(P[k, :n, :m].numpy().sum(1) - a).sum() > 1e-2
@@ -124,9 +140,12 @@ def test_relax_reaches_the_model_through_alignment_conf():
     g = torch.Generator().manual_seed(0)
     B = 2
     batch_ = dict(
-        speech=torch.randn(B, 64, 20, generator=g), speech_lengths=torch.tensor([64, 56]),
-        text=torch.tensor([[3, 4, 5], [6, 7, -1]]), text_lengths=torch.tensor([3, 2]),
-        plm_feats=torch.randn(B, 5, 32, generator=g), plm_feats_lengths=torch.tensor([5, 4]),
+        speech=torch.randn(B, 64, 20, generator=g),
+        speech_lengths=torch.tensor([64, 56]),
+        text=torch.tensor([[3, 4, 5], [6, 7, -1]]),
+        text_lengths=torch.tensor([3, 2]),
+        plm_feats=torch.randn(B, 5, 32, generator=g),
+        plm_feats_lengths=torch.tensor([5, 4]),
     )
     loss, stats, _ = model(**batch_)
     assert torch.isfinite(loss) and float(stats["ot_marginal_err"]) <= 1e-4

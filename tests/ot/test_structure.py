@@ -8,9 +8,9 @@ from espnet_ot.ot import (
     FeatureStructure,
     MixedStructure,
     TemporalStructure,
+    structure,
     temporal_structure,
 )
-from espnet_ot.ot import structure
 from helpers import random_batch
 
 LA, LT = [37, 20, 1, 12, 29], [6, 3, 1, 9, 2]  # true lengths of a padded batch (one 1 x 1 problem)
@@ -33,7 +33,9 @@ def test_structure_operators_match_dense_matrices(temporal_dense_max, monkeypatc
         # the structure of a sub-batch (GM-OT iterates on the unconverged utterances alone)
         sub = S.subset(idx)
         assert torch.allclose(sub.matmul(X[idx]), torch.bmm(D[idx], X[idx]), atol=1e-12)
-        assert torch.allclose(sub.sq_matvec(p[idx]), torch.bmm(D[idx].pow(2), p[idx].unsqueeze(2)).squeeze(2), atol=1e-12)
+        assert torch.allclose(
+            sub.sq_matvec(p[idx]), torch.bmm(D[idx].pow(2), p[idx].unsqueeze(2)).squeeze(2), atol=1e-12
+        )
     T = temporal_structure(mx, torch.float64)
     assert T[0, 0, 36] == pytest.approx(36 / 37) and T[1, 25, 0] == 0
     assert torch.allclose(TemporalStructure(mx).matmul(X), torch.bmm(T, X), atol=1e-12)

@@ -116,8 +116,11 @@ def _without_ot(conf: dict) -> dict:
 def test_methods_differ_from_baseline_only_in_model_and_adapter(conf_dir):
     """Switching method = switching YAML: frontend, encoder, optimiser and batching are the baseline's."""
     base = load(conf_dir / BASELINE[conf_dir])
-    others = [p for p in conf_dir.rglob("*.yaml") if p.name.startswith(("train_", "baseline", "gm_", "ot_", "tot_"))
-              and p.name != BASELINE[conf_dir]]
+    others = [
+        p
+        for p in conf_dir.rglob("*.yaml")
+        if p.name.startswith(("train_", "baseline", "gm_", "ot_", "tot_")) and p.name != BASELINE[conf_dir]
+    ]
     assert len(others) >= 3
     for path in others:
         conf = load(path)
@@ -247,7 +250,7 @@ def test_setup_espnet_links_a_checkout_with_flattened_symlinks(tmp_path):
     (root / "utils").mkdir()
     (root / "utils" / "make_fbank.sh").write_text("#!/bin/sh\necho fbank\n")
     (tpl / "asr.sh").write_text("#!/bin/sh\n")
-    (tpl / "utils" / "parallel" / "run.pl").write_text("#!/bin/sh\necho run \"$@\"\n")
+    (tpl / "utils" / "parallel" / "run.pl").write_text('#!/bin/sh\necho run "$@"\n')
     (tpl / "utils" / "run.pl").write_text("parallel/run.pl")  # flattened link
     (tpl / "scripts" / "utils" / "make_fbank.sh").write_text("../../../../../utils/make_fbank.sh")
     for f in (tpl / "asr.sh", tpl / "utils" / "parallel" / "run.pl", root / "utils" / "make_fbank.sh"):
@@ -379,7 +382,11 @@ def test_local_data_sh_on_aishell_layout(espnet_root, request, tmp_path):
     _write_fake_aishell(corpus)
     res = subprocess.run(
         ["local/data.sh", "--aishell", str(corpus), "--download", "false"],
-        cwd=recipe, env=env, capture_output=True, text=True, timeout=120,
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     counts = {"train": 4, "dev": 3, "test": 3}
@@ -396,17 +403,49 @@ def test_local_data_sh_on_aishell_layout(espnet_root, request, tmp_path):
     # no corpus and --download false: one clear error
     res = subprocess.run(
         ["local/data.sh", "--aishell", str(tmp_path / "none"), "--download", "false"],
-        cwd=recipe, env=env, capture_output=True, text=True, timeout=60,
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode != 0 and "--download false" in res.stdout + res.stderr
 
     # asr.sh stages 2-3 on these dirs: speed perturbation through sox, as the paper's AISHELL-1 setting
     _require_tools(request, "sox")
     res = subprocess.run(
-        ["./asr.sh", "--stage", "2", "--stop_stage", "3", "--nj", "1", "--lang", "zh", "--feats_type", "raw",
-         "--audio_format", "wav", "--train_set", "train", "--valid_set", "dev", "--test_sets", "test",
-         "--speed_perturb_factors", "0.9 1.0 1.1", "--token_type", "char", "--use_lm", "false"],
-        cwd=recipe, env=env, capture_output=True, text=True, timeout=300,
+        [
+            "./asr.sh",
+            "--stage",
+            "2",
+            "--stop_stage",
+            "3",
+            "--nj",
+            "1",
+            "--lang",
+            "zh",
+            "--feats_type",
+            "raw",
+            "--audio_format",
+            "wav",
+            "--train_set",
+            "train",
+            "--valid_set",
+            "dev",
+            "--test_sets",
+            "test",
+            "--speed_perturb_factors",
+            "0.9 1.0 1.1",
+            "--token_type",
+            "char",
+            "--use_lm",
+            "false",
+        ],
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     dumped = recipe / "dump" / "raw" / "org" / "train_sp"
@@ -442,29 +481,47 @@ def test_local_data_sh_never_downloads_into_a_missing_directory(espnet_root, tmp
     subprocess.run(["local/setup_espnet.sh"], cwd=recipe, env=env, check=True)
 
     def data_sh(corpus, **extra):
-        res = subprocess.run(["local/data.sh", "--aishell", str(corpus)], cwd=recipe, env={**env, **extra},
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            ["local/data.sh", "--aishell", str(corpus)],
+            cwd=recipe,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         errors = [line.split(") ", 1)[-1] for line in (res.stdout + res.stderr).splitlines() if "Error" in line]
         return res.returncode, errors
 
-    point = ('point --aishell (run.sh: --local_data_opts "--aishell DIR"; or AISHELL in db.sh) at the directory '
-             "that holds data_aishell/")
+    point = (
+        'point --aishell (run.sh: --local_data_opts "--aishell DIR"; or AISHELL in db.sh) at the directory '
+        "that holds data_aishell/"
+    )
     missing = tmp_path / "no" / "aishell"
-    assert data_sh(missing) == (1, [
-        f"Error: no AISHELL-1 corpus at {missing}: that directory does not exist. Remedy: {point}; or, to download "
-        f"AISHELL-1 (15.6 GB) into it, create it first (mkdir -p {missing})"])
+    assert data_sh(missing) == (
+        1,
+        [
+            f"Error: no AISHELL-1 corpus at {missing}: that directory does not exist. Remedy: {point}; or, to download "
+            f"AISHELL-1 (15.6 GB) into it, create it first (mkdir -p {missing})"
+        ],
+    )
     assert not calls.exists() and not (tmp_path / "no").exists()
 
     empty = tmp_path / "empty"  # exists: the download starts there, and fails (no network)
     empty.mkdir()
     url = "https://www.openslr.org/resources/33/data_aishell.tgz"
-    assert data_sh(empty) == (1, [
-        f"Error: downloading {url} failed (wget exit 4); nothing was kept. Remedy: {point}, or check the network "
-        "(or give a mirror with --data_url) and rerun"])
+    assert data_sh(empty) == (
+        1,
+        [
+            f"Error: downloading {url} failed (wget exit 4); nothing was kept. Remedy: {point}, or check the network "
+            "(or give a mirror with --data_url) and rerun"
+        ],
+    )
     assert calls.read_text().count(url) == 1 and sorted(p.name for p in empty.iterdir()) == []
     code, errors = data_sh(empty, FAKE_WGET_BYTES="1000")  # cut off after 1000 bytes: kept to be continued
-    assert code == 1 and errors[0].startswith(f"Error: downloading {url} failed (wget exit 4); the partial "
-                                              f"download {empty / 'data_aishell.tgz.part'} (1000 bytes) is kept")
+    assert code == 1 and errors[0].startswith(
+        f"Error: downloading {url} failed (wget exit 4); the partial "
+        f"download {empty / 'data_aishell.tgz.part'} (1000 bytes) is kept"
+    )
     assert sorted(p.name for p in empty.iterdir()) == ["data_aishell.tgz.part"]
     code, _ = data_sh(empty, FAKE_WGET_BYTES="1000")
     assert code == 1 and (empty / "data_aishell.tgz.part").stat().st_size == 2000  # continued, still not complete
@@ -510,8 +567,18 @@ def test_plm_dump_stage_dedupes_and_reuses(espnet_root, tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "text").write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
     out = tmp_path / "plm"
-    cmd = ["local/dump_plm_feats.sh", "--python", str(fake), "--nj", "2", "--plm", "some/plm",
-           str(out), str(tmp_path / "train_sp"), str(tmp_path / "dev")]
+    cmd = [
+        "local/dump_plm_feats.sh",
+        "--python",
+        str(fake),
+        "--nj",
+        "2",
+        "--plm",
+        "some/plm",
+        str(out),
+        str(tmp_path / "train_sp"),
+        str(tmp_path / "dev"),
+    ]
     for _ in range(2):
         res = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
@@ -551,9 +618,25 @@ def test_plm_dump_stage_keeps_the_previous_dump_when_a_rerun_fails(espnet_root, 
     out = tmp_path / "plm"
 
     def dump(plm, nj="2"):
-        return subprocess.run(["local/dump_plm_feats.sh", "--python", str(fake), "--nj", nj, "--plm", plm, str(out),
-                               str(tmp_path / "train_sp"), str(tmp_path / "dev")],
-                              cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                "local/dump_plm_feats.sh",
+                "--python",
+                str(fake),
+                "--nj",
+                nj,
+                "--plm",
+                plm,
+                str(out),
+                str(tmp_path / "train_sp"),
+                str(tmp_path / "dev"),
+            ],
+            cwd=recipe,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     assert dump("some/plm").returncode == 0
     before = _dump_state(out)
@@ -599,10 +682,17 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
     toy = tmp_path / "toy"
     env = recipe_env({"ESPNET_ROOT": str(espnet_root)})
     cmd = [
-        "./run_toy.sh", "--toy_dir", str(toy),
-        "--toy_corpus_opts", "--num-train 120 --num-dev 16 --num-test 16 --speakers 4 1 1",
-        "--toy_plm_opts", "--steps 20",
-        "--test_sets", "toy_test", "--stop_stage", "14",
+        "./run_toy.sh",
+        "--toy_dir",
+        str(toy),
+        "--toy_corpus_opts",
+        "--num-train 120 --num-dev 16 --num-test 16 --speakers 4 1 1",
+        "--toy_plm_opts",
+        "--steps 20",
+        "--test_sets",
+        "toy_test",
+        "--stop_stage",
+        "14",
     ]
     log = tmp_path / "run.log"
     with open(log, "w") as f:
@@ -639,7 +729,11 @@ def test_toy_shell_smoke(espnet_root, request, tmp_path):
     zip_path = next((exp / f"asr_{TOT_TAG}").glob("*.zip"))
     res = subprocess.run(
         [PYTHON, "-c", S2T_CHECK, str(zip_path), str(tmp_path / "unpacked"), str(recipe / wav)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MODEL ESPnetOTModel CAKTAdapter" in res.stdout, res.stdout
@@ -653,10 +747,16 @@ def test_config_plm_adds_the_soft_label_dump_for_the_distillation(tmp_path, tiny
         import config_plm
     finally:
         sys.path.pop(0)
-    args = argparse.Namespace(config=RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml",
-                              output=tmp_path / "stage11.yaml", plm=str(tiny_plm_dir), plm_feats=True,
-                              token_type="char", feats_root=tmp_path / "plm", train_dir=Path("dump/raw/train_sp"),
-                              valid_dir=Path("dump/raw/dev"))
+    args = argparse.Namespace(
+        config=RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml",
+        output=tmp_path / "stage11.yaml",
+        plm=str(tiny_plm_dir),
+        plm_feats=True,
+        token_type="char",
+        feats_root=tmp_path / "plm",
+        train_dir=Path("dump/raw/train_sp"),
+        valid_dir=Path("dump/raw/dev"),
+    )
     dumps = config_plm.stage_config(args)
     assert len(dumps) == 2 and dumps[0][0] == "--plm" and dumps[1][:2] == ["--kind", "mlm_soft_labels"]
     z_dir, soft_dir = Path(dumps[0][-1]), Path(dumps[1][-1])
@@ -665,7 +765,8 @@ def test_config_plm_adds_the_soft_label_dump_for_the_distillation(tmp_path, tiny
     assert written["model_conf"]["distill_weight"] == 1.0
     assert written["train_data_path_and_name_and_type"] == [
         [str(z_dir / "train_sp" / "feats.scp"), "plm_feats", "kaldi_ark"],
-        [str(soft_dir / "train_sp" / "feats.scp"), "plm_soft_labels", "kaldi_ark"]]
+        [str(soft_dir / "train_sp" / "feats.scp"), "plm_soft_labels", "kaldi_ark"],
+    ]
     args.config = RECIPE / "conf" / "train_asr_tot_cakt.yaml"  # the papers' model: Z_L only
     assert len(config_plm.stage_config(args)) == 1
     args.config, args.plm_feats = RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml", False

@@ -4,9 +4,9 @@ import json
 import subprocess
 
 import pytest
+from test_recipe import _espnet_checkout, copy_recipe, recipe_env
 
 from helpers import PYTHON, REPO, offline_env
-from test_recipe import _espnet_checkout, copy_recipe, recipe_env
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +24,24 @@ def recipe(tmp_path_factory):
     ],
 )
 def test_non_numeric_stage_gives_one_line(recipe, args, line):
-    res = subprocess.run(["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.strip() == line and res.stdout == "", res.stderr
 
 
 @pytest.mark.parametrize("script", ["./run.sh", "./run_toy.sh"])
 def test_stage_after_stop_stage_gives_one_line(recipe, script):
-    res = subprocess.run([script, "--stage", "12", "--stop_stage", "11"], cwd=recipe, env=recipe_env(),
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [script, "--stage", "12", "--stop_stage", "11"],
+        cwd=recipe,
+        env=recipe_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (res.returncode, res.stderr.strip(), res.stdout) == (
-        2, f"{script}: --stage 12 is after --stop_stage 11, so no stage would run; give --stage <= --stop_stage", ""
+        2,
+        f"{script}: --stage 12 is after --stop_stage 11, so no stage would run; give --stage <= --stop_stage",
+        "",
     )
 
 
@@ -60,19 +67,49 @@ def _reused_toy_dir(toy):
 def test_unknown_option_is_rejected_before_any_stage(recipe, tmp_path):
     """run.sh --stage 11 --foo bar: one line before the PLM dump (asr.sh would reject --foo only after it)."""
     env = recipe_env({"ESPNET_ROOT": str(_espnet_root())})
-    res = subprocess.run(["./run.sh", "--stage", "11", "--stop_stage", "12", "--inference_args", "--nbest 1",
-                          "--foo", "bar"], cwd=recipe, env=env, capture_output=True, text=True, timeout=120)
-    assert (res.returncode, res.stderr.strip().splitlines(), res.stdout) == (2, [
-        "./run.sh: unknown option --foo: not an option of run.sh or asr.sh (their options are the variables at "
-        "the top of each script)"], ""), res.stderr
+    res = subprocess.run(
+        ["./run.sh", "--stage", "11", "--stop_stage", "12", "--inference_args", "--nbest 1", "--foo", "bar"],
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (res.returncode, res.stderr.strip().splitlines(), res.stdout) == (
+        2,
+        [
+            "./run.sh: unknown option --foo: not an option of run.sh or asr.sh (their options are the variables at "
+            "the top of each script)"
+        ],
+        "",
+    ), res.stderr
     assert not (recipe / "dump").exists()
     toy = _reused_toy_dir(tmp_path / "toy")
-    res = subprocess.run(["./run_toy.sh", "--toy_dir", str(toy), "--plm_dump_opts", "--dtype float16",
-                          "--train-set", "x", "--max_epochs", "3"], cwd=recipe, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
-        "./run_toy.sh: unknown option --max_epochs: not an option of run_toy.sh, run.sh or asr.sh (their options "
-        "are the variables at the top of each script)"]), res.stderr
+    res = subprocess.run(
+        [
+            "./run_toy.sh",
+            "--toy_dir",
+            str(toy),
+            "--plm_dump_opts",
+            "--dtype float16",
+            "--train-set",
+            "x",
+            "--max_epochs",
+            "3",
+        ],
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (res.returncode, res.stderr.strip().splitlines()) == (
+        2,
+        [
+            "./run_toy.sh: unknown option --max_epochs: not an option of run_toy.sh, run.sh or asr.sh (their options "
+            "are the variables at the top of each script)"
+        ],
+    ), res.stderr
     assert "Toy corpus" not in res.stdout
 
 
@@ -81,12 +118,30 @@ def test_passed_on_options_are_read_from_the_scripts_at_run_time(recipe, tmp_pat
     root = _espnet_root()
     check = [str(recipe / "local" / "check_options.sh"), "./run.sh"]
     asr_sh = root / "egs2" / "TEMPLATE" / "asr1" / "asr.sh"
-    ok = subprocess.run([*check, str(asr_sh), "--", "--use_k2", "true", "--train-set", "a", "--config", "c.conf",
-                         "--lm_fold_length", "9"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [
+            *check,
+            str(asr_sh),
+            "--",
+            "--use_k2",
+            "true",
+            "--train-set",
+            "a",
+            "--config",
+            "c.conf",
+            "--lm_fold_length",
+            "9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (ok.returncode, ok.stderr) == (0, "")
     fake = tmp_path / "asr.sh"  # a newer asr.sh with an option of its own; variables after the parsing are not options
-    fake.write_text("#!/usr/bin/env bash\nstage=1\nbrand_new=3   # x\nhelp_message=$(cat << EOF\nnot_an_option=1\n"
-                    "EOF\n)\n. utils/parse_options.sh\nlater=2\n")
+    fake.write_text(
+        "#!/usr/bin/env bash\nstage=1\nbrand_new=3   # x\nhelp_message=$(cat << EOF\nnot_an_option=1\n"
+        "EOF\n)\n. utils/parse_options.sh\nlater=2\n"
+    )
     assert subprocess.run([*check, str(fake), "--", "--brand-new", "4", "--stage", "2"], timeout=60).returncode == 0
     for name in ("--not_an_option", "--later", "--help_message"):
         res = subprocess.run([*check, str(fake), "--", name, "1"], capture_output=True, text=True, timeout=60)
@@ -102,7 +157,11 @@ def test_toy_options_on_a_reused_cache_are_reported(recipe, tmp_path):
         # a missing --asr_config stops run_toy.sh right after the toy step, before any stage
         res = subprocess.run(
             ["./run_toy.sh", "--toy_dir", str(toy), "--asr_config", "no_such.yaml", *opts],
-            cwd=recipe, env=env, capture_output=True, text=True, timeout=600,
+            cwd=recipe,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert res.returncode == 1 and "--asr_config no_such.yaml does not exist" in res.stderr, res.stderr
         return [line.split(") ", 1)[-1] for line in res.stdout.splitlines() if "WARNING" in line]
@@ -141,18 +200,22 @@ def _config_plm(tmp_path, model_conf, *args, plm=None):
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(conf), encoding="utf-8")
     argv = ["--config", str(path), *args] + (["--plm", str(plm)] if plm else [])
-    res = subprocess.run([PYTHON, str(CONFIG_PLM), *argv], cwd=tmp_path, env=offline_env(), capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [PYTHON, str(CONFIG_PLM), *argv], cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300
+    )
     return res.returncode, res.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize("model_conf, message", [
-    (lambda c: dict(c, ot_wieght=1.0), "model_conf.ot_wieght: unknown key (did you mean ot_weight?)"),
-    (lambda c: dict(c, plm_layer="abc"), "model_conf.plm_layer='abc' is not an integer"),
-    (lambda c: dict(c, plm_layer=99), "model_conf.plm_layer=99 is out of range for model_conf.plm="),
-    (lambda c: dict(c, band=-1), "model_conf.band=-1.0 must be in (0, 1]"),
-    (["alignment", "tot"], "model_conf must be a mapping of option: value"),
-])
+@pytest.mark.parametrize(
+    "model_conf, message",
+    [
+        (lambda c: dict(c, ot_wieght=1.0), "model_conf.ot_wieght: unknown key (did you mean ot_weight?)"),
+        (lambda c: dict(c, plm_layer="abc"), "model_conf.plm_layer='abc' is not an integer"),
+        (lambda c: dict(c, plm_layer=99), "model_conf.plm_layer=99 is out of range for model_conf.plm="),
+        (lambda c: dict(c, band=-1), "model_conf.band=-1.0 must be in (0, 1]"),
+        (["alignment", "tot"], "model_conf must be a mapping of option: value"),
+    ],
+)
 def test_config_plm_checks_the_model_conf_before_any_stage(tiny_plm_dir, tmp_path, model_conf, message):
     # a typo'd key passed (rc 0) and failed at stage 11 after the whole PLM dump; plm_layer abc or a model_conf
     # list gave a traceback

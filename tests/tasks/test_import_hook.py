@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, offline_env, run_python
-
 from espnet_ot.tasks import import_hook
+from helpers import REPO, offline_env, run_python
 
 
 def _finders():
@@ -69,6 +68,7 @@ def test_finder_runs_callback_once_after_the_module_executes(tmp_path, monkeypat
 
 def test_registration_is_idempotent_and_import_espnet_ot_registers():
     import espnet2.tasks.asr as asr
+
     import espnet_ot
     from espnet_ot.asr.espnet_ot_model import ESPnetOTModel
     from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
@@ -100,7 +100,9 @@ def _throwaway_venv(root: Path) -> Path:
     python = venv / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     # Dependencies (setuptools<74, wheel, ...) from the current environment, after our own files; every
     # site-packages on sys.path, so that this also works in an environment layered over another (make compat).
@@ -123,20 +125,41 @@ def test_pth_hook_is_installed_by_every_install_mode(mode, pip_args, tmp_path):
     src.mkdir()
     for name in ("setup.py", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "espnet_ot", src / "espnet_ot",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "espnet_ot", src / "espnet_ot", ignore=shutil.ignore_patterns("__pycache__"))
     python = _throwaway_venv(tmp_path)
     env = offline_env({"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-         "--no-build-isolation", "--no-index", *pip_args, str(src)],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            *pip_args,
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     probe = subprocess.run(
-        [str(python), "-c",
-         "import sys; print(type(sys.meta_path[0]).__name__); print(sys.modules['espnet_ot'].__file__)"],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path),
+        [
+            str(python),
+            "-c",
+            "import sys; print(type(sys.meta_path[0]).__name__); print(sys.modules['espnet_ot'].__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
     )
     assert probe.returncode == 0 and probe.stderr == "", probe.stderr
     finder, location = probe.stdout.splitlines()

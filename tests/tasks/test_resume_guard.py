@@ -10,10 +10,16 @@ from espnet_ot.tasks.resume_guard import SETTINGS_FILE, changed_fields, check_an
 
 def args_of(tmp_path, resume=False, **model_conf):
     conf = {"alignment": "tot", "alignment_conf": {"eps": 0.5, "beta": 0.5}, **model_conf}
-    return argparse.Namespace(model="espnet_ot", model_conf=conf, postencoder="cakt_adapter",
-                              postencoder_conf={"plm_dim": 192}, output_dir=str(tmp_path), resume=resume,
-                              collect_stats=False, train_data_path_and_name_and_type=[["a/feats.scp", "plm_feats",
-                                                                                       "kaldi_ark"]])
+    return argparse.Namespace(
+        model="espnet_ot",
+        model_conf=conf,
+        postencoder="cakt_adapter",
+        postencoder_conf={"plm_dim": 192},
+        output_dir=str(tmp_path),
+        resume=resume,
+        collect_stats=False,
+        train_data_path_and_name_and_type=[["a/feats.scp", "plm_feats", "kaldi_ark"]],
+    )
 
 
 def test_changed_fields_names_nested_keys():

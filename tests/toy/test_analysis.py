@@ -9,9 +9,9 @@ import editdistance
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_bert
 
 from espnet_ot.toy import bootstrap, errors, experiment, probe
+from helpers import make_tiny_bert
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -219,8 +219,9 @@ def test_homophone_probe_scores_the_masked_position(tmp_path, monkeypatch):
     stub = _StubMaskedLM(vocab, vocab["[MASK]"], "她门")
     monkeypatch.setattr(transformers.AutoModelForMaskedLM, "from_pretrained", lambda *args, **kwargs: stub)
     sentences = ["他们在上", "她在上"]
-    res = probe.homophone_probe(tok_dir, sentences, list("他她们门在上"), collections.Counter("他他他们在上"),
-                                batch_size=2)
+    res = probe.homophone_probe(
+        tok_dir, sentences, list("他她们门在上"), collections.Counter("他他他们在上"), batch_size=2
+    )
     for name in ("any_tone", "same_tone"):
         assert res[name]["n"] == 3 and res[name]["plm_acc"] == pytest.approx(1 / 3), (name, res[name])
         assert res[name]["freq_acc"] == pytest.approx(2 / 3)
@@ -230,7 +231,7 @@ def test_homophone_probe_scores_the_masked_position(tmp_path, monkeypatch):
     for row, (s, i) in zip(rows, masked):
         ids = [vocab["[CLS]"]] + [vocab[c] for c in s] + [vocab["[SEP]"]]
         ids[i + 1] = vocab["[MASK]"]
-        assert row[: len(ids)] == ids and set(row[len(ids):]) <= {vocab["[PAD]"]}
+        assert row[: len(ids)] == ids and set(row[len(ids) :]) <= {vocab["[PAD]"]}
 
 
 # ------------------------------------------------------------------------------------------ study report
@@ -267,7 +268,9 @@ def test_study_report_aggregates_seeds_and_controls(tmp_path):
                 "coupling_entropy_rel=0.95, optim0_lr0=2.8e-04\n"
                 "x (trainer:811) INFO: 1epoch:train:32-62batch: loss=8.0, band_mass=0.3\n"
                 "x (trainer:1) INFO: 4epoch results: [train] loss=1.0, [valid] cer_ctc=0.2, band_mass=0.5, "
-                "coupling_entropy=3.0, coupling_entropy_rel=0.7, time=1 seconds\n", encoding="utf-8")
+                "coupling_entropy=3.0, coupling_entropy_rel=0.7, time=1 seconds\n",
+                encoding="utf-8",
+            )
     x.out.mkdir(parents=True, exist_ok=True)
     probe = {k: {"plm_acc": 0.9, "freq_acc": 0.5, "n": 10, "ambiguous_share": 0.8} for k in ("any_tone", "same_tone")}
     (x.out / "probe.json").write_text(json.dumps(probe), encoding="utf-8")
@@ -323,8 +326,10 @@ def test_sweep_report_marks_the_lowest_dev_cer_and_rejects_unknown_methods(tmp_p
         wrong = (k + 1) % len(variants)
         path = x.hyp_file(run, "dev")
         path.parent.mkdir(parents=True)
-        path.write_text("".join(f"{u} {'他们在妈上' if i < wrong else t}\n" for i, (u, t) in enumerate(refs.items())),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(f"{u} {'他们在妈上' if i < wrong else t}\n" for i, (u, t) in enumerate(refs.items())),
+            encoding="utf-8",
+        )
     report = study.write_sweep_report(["tot_cakt"])
     chosen = [r["variant"] for r in report["rows"] if r["chosen"]]
     assert chosen == [variants[-1][0]] and len(report["rows"]) == len(SWEEP["tot_cakt"])

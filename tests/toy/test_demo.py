@@ -12,13 +12,11 @@ import pytest
 import soundfile
 from espnet2.fileio.read_text import read_2columns_text
 
-from helpers import run_python
-
-from espnet_ot.bin import demo as demo_mod
 from espnet_ot.asr import coupling_plot
+from espnet_ot.bin import demo as demo_mod
 from espnet_ot.bin import plot_coupling as plot_mod
 from espnet_ot.toy import kaldi_data
-
+from helpers import run_python
 
 
 # ------------------------------------------------------------------------------------------ Kaldi data prep
@@ -60,7 +58,9 @@ def test_prepare_aishell_writes_kaldi_dirs(tmp_path):
     assert sorted(wav) == sorted(text) and all(Path(p).is_file() for p in wav.values())
     assert read_2columns_text(train / "utt2spk")["BAC009S0003W0001"] == "S0003"
     assert (train / "spk2utt").read_text(encoding="utf-8").splitlines() == [
-        "S0002 BAC009S0002W0001 BAC009S0002W0002", "S0003 BAC009S0003W0001"]
+        "S0002 BAC009S0002W0001 BAC009S0002W0002",
+        "S0003 BAC009S0003W0001",
+    ]
     assert list(read_2columns_text(tmp_path / "data/toy_dev/text")) == ["BAC009S0004W0001"]
 
     tokens = kaldi_data.write_char_token_list(train / "text", tmp_path / "tokens.txt")
@@ -82,12 +82,26 @@ def test_prepare_aishell_errors_name_the_problem(tmp_path):
 # ------------------------------------------------------------------------------------------ demo helpers
 def test_plot_coupling_rejects_inconsistent_arguments(capsys):
     parser = plot_mod.get_parser()
-    args = parser.parse_args(["--asr_train_config", "a.yaml", "b.yaml", "--asr_model_file", "a.pth",
-                              "--wav", "x.wav", "--text", "好", "--output", "x.png"])
+    args = parser.parse_args(
+        [
+            "--asr_train_config",
+            "a.yaml",
+            "b.yaml",
+            "--asr_model_file",
+            "a.pth",
+            "--wav",
+            "x.wav",
+            "--text",
+            "好",
+            "--output",
+            "x.png",
+        ]
+    )
     with pytest.raises(ValueError, match="one model file per config"):
         coupling_plot.plot_couplings(**vars(args))
-    args = parser.parse_args(["--asr_train_config", "a.yaml", "--asr_model_file", "a.pth",
-                              "--wav", "x.wav", "--text", "好"])
+    args = parser.parse_args(
+        ["--asr_train_config", "a.yaml", "--asr_model_file", "a.pth", "--wav", "x.wav", "--text", "好"]
+    )
     with pytest.raises(ValueError, match="--output"):
         coupling_plot.plot_couplings(**vars(args))
     assert coupling_plot.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
@@ -106,8 +120,9 @@ def tiny_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     out, work = root / "out", root / "work"
     t0 = time.time()
-    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(out), "--cache", str(work)],
-                      cwd=root, timeout=1200)
+    proc = run_python(
+        ["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(out), "--cache", str(work)], cwd=root, timeout=1200
+    )
     elapsed = time.time() - t0
     assert proc.returncode == 0, f"demo failed after {elapsed:.0f}s:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return argparse.Namespace(out=out, work=work, stdout=proc.stdout, elapsed=elapsed)
@@ -148,8 +163,17 @@ def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
             assert diff == pytest.approx(cers[0] - summary["baseline"]["test_cer_mean"])
     text = (out / "RESULTS.md").read_text(encoding="utf-8")
     assert "homophone probe" in text and "docs/results/toy_study.md" in text
-    for phase in ("corpus", "plm", "data", "plm_feats train", "stats", "train study/baseline/seed0",
-                  "train study/gm_ot/seed0", "decode study/tot_cakt/seed0", "coupling"):
+    for phase in (
+        "corpus",
+        "plm",
+        "data",
+        "plm_feats train",
+        "stats",
+        "train study/baseline/seed0",
+        "train study/gm_ot/seed0",
+        "decode study/tot_cakt/seed0",
+        "coupling",
+    ):
         assert re.search(rf"\] {re.escape(phase)}: done in \d+s", tiny_demo.stdout), phase
     assert "epoch 1:" in tiny_demo.stdout  # ESPnet's epoch results are echoed
 
@@ -157,17 +181,33 @@ def test_demo_writes_cer_table_matching_the_decodings(tiny_demo):
 def test_demo_models_differ_only_in_ot_settings(tiny_demo):
     import yaml
 
-    configs = {s: yaml.safe_load((_run_dir(tiny_demo.out, s) / "config.yaml").read_text(encoding="utf-8"))
-               for s in SYSTEMS}
+    configs = {
+        s: yaml.safe_load((_run_dir(tiny_demo.out, s) / "config.yaml").read_text(encoding="utf-8")) for s in SYSTEMS
+    }
     assert {n: c["model_conf"].get("alignment") for n, c in configs.items()} == {
-        "baseline": "none", "ot_bert": "ot", "tot_cakt": "tot", "gm_ot": "gmot"}
-    ignore = {"model_conf", "config", "output_dir", "train_data_path_and_name_and_type", "valid_data_path_and_name_and_type",
-              "allow_variable_data_keys"}
+        "baseline": "none",
+        "ot_bert": "ot",
+        "tot_cakt": "tot",
+        "gm_ot": "gmot",
+    }
+    ignore = {
+        "model_conf",
+        "config",
+        "output_dir",
+        "train_data_path_and_name_and_type",
+        "valid_data_path_and_name_and_type",
+        "allow_variable_data_keys",
+    }
     base = {k: v for k, v in configs["baseline"].items() if k not in ignore}
     for name, c in configs.items():
         assert {k: v for k, v in c.items() if k not in ignore} == base, name
-    counts = {s: re.findall(r"Total Number of model parameters: (\S+)",
-                            (_run_dir(tiny_demo.out, s) / "train.log").read_text(encoding="utf-8"))[-1] for s in SYSTEMS}
+    counts = {
+        s: re.findall(
+            r"Total Number of model parameters: (\S+)",
+            (_run_dir(tiny_demo.out, s) / "train.log").read_text(encoding="utf-8"),
+        )[-1]
+        for s in SYSTEMS
+    }
     assert len(set(counts.values())) == 1, counts  # identical sizes
 
 
@@ -214,10 +254,26 @@ def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
     texts = read_2columns_text(tiny_demo.out / "data" / "test" / "text")
     utt = sorted(wavs)[0]
     png = tmp_path / "one.png"
-    proc = run_python(["-m", "espnet_ot.bin.plot_coupling", "--asr_train_config", str(exp / "config.yaml"),
-                       "--asr_model_file", str(exp / "valid.cer_ctc.ave.pth"), "--wav", wavs[utt],
-                       "--text", texts[utt], "--plm", str(tiny_demo.work / "plm"), "--output", str(png)],
-                      cwd=tmp_path, timeout=300)
+    proc = run_python(
+        [
+            "-m",
+            "espnet_ot.bin.plot_coupling",
+            "--asr_train_config",
+            str(exp / "config.yaml"),
+            "--asr_model_file",
+            str(exp / "valid.cer_ctc.ave.pth"),
+            "--wav",
+            wavs[utt],
+            "--text",
+            texts[utt],
+            "--plm",
+            str(tiny_demo.work / "plm"),
+            "--output",
+            str(png),
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import matplotlib.image
 
@@ -225,17 +281,37 @@ def test_plot_coupling_cli_single_model_from_wav_and_plm(tiny_demo, tmp_path):
     assert img.shape[1] > 2 * img.shape[0]
 
     # an utterance id that the data dir lacks: one-line error, exit 1
-    proc = run_python(["-m", "espnet_ot.bin.plot_coupling", "--asr_train_config", str(exp / "config.yaml"),
-                       "--asr_model_file", str(exp / "valid.cer_ctc.ave.pth"), "--methods", "tot",
-                       "--data_dir", str(tiny_demo.out / "data" / "dev"), "--utt_ids", "NOPE",
-                       "--plm_feats", str(tiny_demo.out / "dump" / "plm" / "dev" / "feats.scp"),
-                       "--output_dir", str(tmp_path / "d")], cwd=tmp_path, timeout=300)
+    proc = run_python(
+        [
+            "-m",
+            "espnet_ot.bin.plot_coupling",
+            "--asr_train_config",
+            str(exp / "config.yaml"),
+            "--asr_model_file",
+            str(exp / "valid.cer_ctc.ave.pth"),
+            "--methods",
+            "tot",
+            "--data_dir",
+            str(tiny_demo.out / "data" / "dev"),
+            "--utt_ids",
+            "NOPE",
+            "--plm_feats",
+            str(tiny_demo.out / "dump" / "plm" / "dev" / "feats.scp"),
+            "--output_dir",
+            str(tmp_path / "d"),
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "NOPE" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_demo_second_run_reuses_corpus_plm_training_and_decoding(tiny_demo):
-    proc = run_python(["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(tiny_demo.out), "--cache",
-                       str(tiny_demo.work)], cwd=tiny_demo.out.parent, timeout=600)
+    proc = run_python(
+        ["-m", "espnet_ot.bin.demo", "--tiny", "--out", str(tiny_demo.out), "--cache", str(tiny_demo.work)],
+        cwd=tiny_demo.out.parent,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "make_toy_corpus: reusing" in proc.stdout and "pretrain_toy_plm: reusing" in proc.stdout
     for system in SYSTEMS:

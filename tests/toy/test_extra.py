@@ -53,10 +53,13 @@ def test_a_broken_installed_package_is_not_reported_as_missing(monkeypatch, tmp_
         extra.require("numpy")
 
 
-@pytest.mark.parametrize("tool, argv", [
-    ("make_toy_corpus", ["--num_train", "2", "--num_dev", "1", "--num_test", "1", "--speakers", "1", "1", "1"]),
-    ("pretrain_toy_plm", ["--steps", "1"]),
-])
+@pytest.mark.parametrize(
+    "tool, argv",
+    [
+        ("make_toy_corpus", ["--num_train", "2", "--num_dev", "1", "--num_test", "1", "--speakers", "1", "1", "1"]),
+        ("pretrain_toy_plm", ["--steps", "1"]),
+    ],
+)
 def test_the_toy_tools_fail_in_one_line_before_any_work(without, tmp_path, tool, argv):
     import importlib
 

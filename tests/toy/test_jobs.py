@@ -20,10 +20,15 @@ def test_run_tasks_respects_dependencies_and_parallelism():
             with lock:
                 active[0] -= 1
                 order.append(name)
+
         return fn
 
-    tasks = [jobs.Task("c", make("c"), ["a", "b"]), jobs.Task("a", make("a")),
-             jobs.Task("b", make("b")), jobs.Task("d", make("d"), ["c"])]
+    tasks = [
+        jobs.Task("c", make("c"), ["a", "b"]),
+        jobs.Task("a", make("a")),
+        jobs.Task("b", make("b")),
+        jobs.Task("d", make("d"), ["c"]),
+    ]
     times = jobs.run_tasks(tasks, 2, jobs.Console())
     assert order.index("c") > max(order.index("a"), order.index("b")) and order[-1] == "d"
     assert peak[0] == 2 and sorted(times) == ["a", "b", "c", "d"]
@@ -36,13 +41,18 @@ def test_run_tasks_respects_dependencies_and_parallelism():
 
 
 def test_trainer_line_formatting_keeps_cer_and_losses():
-    line = ("[vm] 2026-01-01 10:00:00,000 (trainer:394) INFO: 7epoch results: [train] iter_time=0.01, "
-            "loss_ctc=8.1, loss=3.2, loss_ot=0.6, band_mass=0.69, time=9.6 seconds, total_count=48, "
-            "[valid] loss_ctc=10.9, cer_ctc=0.466, loss_att=nan, loss=10.9, time=0.2 seconds, total_count=4")
+    line = (
+        "[vm] 2026-01-01 10:00:00,000 (trainer:394) INFO: 7epoch results: [train] iter_time=0.01, "
+        "loss_ctc=8.1, loss=3.2, loss_ot=0.6, band_mass=0.69, time=9.6 seconds, total_count=48, "
+        "[valid] loss_ctc=10.9, cer_ctc=0.466, loss_att=nan, loss=10.9, time=0.2 seconds, total_count=4"
+    )
     out = jobs.format_trainer_line(line)
     assert out.startswith("epoch 7: train ") and "cer_ctc=0.466" in out and "band_mass=0.69" in out
     assert "nan" not in out and "iter_time" not in out
     assert jobs.ECHO.search(line) and not jobs.ECHO.search("[vm] x y (abs_task:1) INFO: z")
-    assert jobs.format_trainer_line(
-        "[vm] 2026-01-01 10:00:00,000 (trainer:462) INFO: The best model has been updated: valid.cer_ctc"
-    ) == "The best model has been updated: valid.cer_ctc"
+    assert (
+        jobs.format_trainer_line(
+            "[vm] 2026-01-01 10:00:00,000 (trainer:462) INFO: The best model has been updated: valid.cer_ctc"
+        )
+        == "The best model has been updated: valid.cer_ctc"
+    )

@@ -123,8 +123,15 @@ def test_pretrain_saves_loadable_model_and_reuses(tmp_path, monkeypatch):
     out = tmp_path / "plm"
     lines = []
     kwargs = dict(
-        corpus=str(tmp_path / "corpus"), steps=8, hidden=32, heads=2, vocab_size=600,
-        batch_tokens=256, heldout=200, threads=1, log=lines.append,
+        corpus=str(tmp_path / "corpus"),
+        steps=8,
+        hidden=32,
+        heads=2,
+        vocab_size=600,
+        batch_tokens=256,
+        heldout=200,
+        threads=1,
+        log=lines.append,
     )
     summary = plm.pretrain_toy_plm(str(out), **kwargs)
     report = "\n".join(lines)
@@ -139,7 +146,9 @@ def test_pretrain_saves_loadable_model_and_reuses(tmp_path, monkeypatch):
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
     splits = text.read_aishell_split_sentences(tmp_path / "corpus")
     _, held = plm.split_news_sentences(4, 32, set(splits["dev"]) | set(splits["test"]), 200, 0)
-    again_res = plm.masked_accuracy(BertForMaskedLM.from_pretrained(str(out)), plm.encode(held, vocab), len(vocab), 12345)
+    again_res = plm.masked_accuracy(
+        BertForMaskedLM.from_pretrained(str(out)), plm.encode(held, vocab), len(vocab), 12345
+    )
     assert res["eval_targets"] == again_res["targets"] > 0
     assert res["accuracy"] == pytest.approx(again_res["accuracy"], abs=1e-12)
     assert res["baseline_token"] == "的"  # the most frequent character of the news text

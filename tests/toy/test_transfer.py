@@ -87,7 +87,7 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
     corpus = build_corpus(tmp_path / "world" / "corpus", TINY_CORPUS, console)
     plm = build_plm(tmp_path / "world" / "plm", corpus, TINY_PLM, console, threads=1)
     x = ToyExperiment(tmp_path / "out", corpus, plm, plm_width(plm), threads=1, console=console)
-    study = TransferStudy(x, REPO / "conf" / "demo", jobs=2, console=console, train_args=TINY_TRAIN_ARGS)
+    study = TransferStudy(x, TOY_CONF, jobs=2, console=console, train_args=TINY_TRAIN_ARGS)
     arms = ["A", "C", "E", "E0"]
     study.train(arms, 1)
     summary = study.report(arms, 1)

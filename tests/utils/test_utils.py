@@ -10,12 +10,11 @@ import pytest
 import torch
 import yaml
 
-from helpers import IN_CI
-
 from espnet_ot.utils import fonts
 from espnet_ot.utils.config_files import plm_width, write_variant
 from espnet_ot.utils.measure import op_counts, random_ot_problem
 from espnet_ot.utils.progress import Progress, progress
+from helpers import IN_CI
 
 # ------------------------------------------------------------------------------------------- progress
 
@@ -28,7 +27,8 @@ def test_progress_log_lines_show_rate_and_time_left(monkeypatch):
     lines = out.getvalue().splitlines()
     assert len(lines) == 11  # one per update (interval 0) and the final line
     first = re.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d dump: 4/40 utt \(10\.0%\), [0-9.e+]+ utt/s, elapsed 0:00:00, left \S+", lines[0]
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d dump: 4/40 utt \(10\.0%\), [0-9.e+]+ utt/s, elapsed 0:00:00, left \S+",
+        lines[0],
     )
     assert first, lines[0]
     assert "dump: 40/40 utt (100.0%)" in lines[-1] and lines[-1].endswith("left 0:00:00")
@@ -78,8 +78,9 @@ def test_dump_plm_feats_reports_progress(tiny_plm_dir, tmp_path, capfd, monkeypa
 
     text = tmp_path / "text"
     text.write_text("".join(f"u{i} 我们好\n" for i in range(5)), encoding="utf-8")
-    dump_plm_feats.main(["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "o"),
-                         "--batch_size", "2"])
+    dump_plm_feats.main(
+        ["--text", str(text), "--plm", str(tiny_plm_dir), "--output_dir", str(tmp_path / "o"), "--batch_size", "2"]
+    )
     err = capfd.readouterr().err  # pytest's capture is not a terminal: log lines
     assert re.search(r"dump_plm_feats contextual: 5/5 utt \(100\.0%\), \S+ utt/s, elapsed \S+, left 0:00:00", err), err
 
@@ -90,8 +91,11 @@ def test_dump_plm_feats_reports_progress(tiny_plm_dir, tmp_path, capfd, monkeypa
 def _system_cjk_font_files():
     from matplotlib import font_manager
 
-    return [p for p in font_manager.findSystemFonts()
-            if any(h in Path(p).name.lower().replace("-", "") for h in fonts.CJK_FILE_HINTS)]
+    return [
+        p
+        for p in font_manager.findSystemFonts()
+        if any(h in Path(p).name.lower().replace("-", "") for h in fonts.CJK_FILE_HINTS)
+    ]
 
 
 def test_cjk_font_is_found_and_draws_chinese(tmp_path):
@@ -151,8 +155,9 @@ def test_font_override_must_be_a_cjk_font(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------------- config files
 def test_variant_config_merges_the_patch_deeply(tmp_path):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}},
-                                    "max_epoch": 5}))
+    base.write_text(
+        yaml.safe_dump({"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.1, "beta": 0.5}}, "max_epoch": 5})
+    )
     dst = write_variant(base, {"model_conf": {"alignment_conf": {"eps": 0.3}}}, tmp_path / "v.yaml", "v")
     conf = yaml.safe_load(dst.read_text())
     assert conf == {"model_conf": {"ot_weight": 1.0, "alignment_conf": {"eps": 0.3, "beta": 0.5}}, "max_epoch": 5}

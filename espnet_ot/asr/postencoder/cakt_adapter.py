@@ -58,9 +58,7 @@ class CAKTAdapter(AbsPostEncoder):
         """Width of H_at: the encoder width, so CTC's input size is unchanged."""
         return self._input_size
 
-    def forward(
-        self, input: torch.Tensor, input_lengths: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Map H_ca (B, T, d_a) to H_at (B, T, d_a); lengths are unchanged."""
         h_a = self.fc2(input)
         h_hat = self.fc3(self.norm_a(h_a))

@@ -12,5 +12,17 @@ from espnet_ot.toy.world import TOY_CONF
 
 REPO_CONF = TOY_CONF  # its former name, from when the configs were conf/demo (outside the package)
 
-__all__ = ["METHODS", "METHOD_NAMES", "Method", "REPO_CONF", "SWEEP", "SWEEP_SEED", "Study", "StudyReport", "TOY_CONF",
-           "add_study_arguments", "open_study", "run_or_exit"]
+__all__ = [
+    "METHODS",
+    "METHOD_NAMES",
+    "Method",
+    "REPO_CONF",
+    "SWEEP",
+    "SWEEP_SEED",
+    "Study",
+    "StudyReport",
+    "TOY_CONF",
+    "add_study_arguments",
+    "open_study",
+    "run_or_exit",
+]

@@ -32,11 +32,11 @@ def run_or_exit(prog: str, fn: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def open_study(out: Path, cache: Path, conf_dir: Path = TOY_CONF, jobs: int = 2,
-               console: Optional[Console] = None) -> Study:
+def open_study(
+    out: Path, cache: Path, conf_dir: Path = TOY_CONF, jobs: int = 2, console: Optional[Console] = None
+) -> Study:
     """The Study of the toy world cached in ``cache`` (corpus and PLM built there first if missing)."""
     console = console or Console("study")
     corpus = build_corpus(Path(cache).resolve() / "corpus", CORPUS, console)
     plm = build_plm(Path(cache).resolve() / "plm", corpus, PLM, console)
     return Study(out, corpus, plm, plm_width(plm), jobs=jobs, conf_dir=conf_dir, console=console)
-

@@ -22,8 +22,13 @@ METHODS: Tuple[Method, ...] = (
     Method("tot_cakt", "TOT-CAKT", "tot_cakt.yaml", "plm"),
     Method("gm_ot", "GM-OT", "gm_ot.yaml", "plm"),
     # (a) is a gain the loss weighting? TOT-CAKT's lambda * L_ctc with the OT terms weighted 0
-    Method("control_no_ot_weight", "control: TOT-CAKT with ot_weight 0", "tot_cakt.yaml", "plm",
-           {"model_conf": {"ot_weight": 0.0}}),
+    Method(
+        "control_no_ot_weight",
+        "control: TOT-CAKT with ot_weight 0",
+        "tot_cakt.yaml",
+        "plm",
+        {"model_conf": {"ot_weight": 0.0}},
+    ),
     # (b) is a gain the PLM's knowledge? TOT-CAKT reading another utterance's Z_L of the same token length
     Method("control_shuffled_plm", "control: TOT-CAKT, Z_L shuffled", "tot_cakt.yaml", "plm_shuffled"),
     # our extension: TOT-CAKT whose Z_L is the PLM's expectation of each token from its context (token masked),
@@ -49,8 +54,10 @@ SWEEP_SEED = 100
 
 def _variant(ctc_lambda: float = 0.3, scale: float = 0.1, **alignment_conf: Any) -> Dict[str, Any]:
     """A patch of a method's config: CTC weight lambda, adapter scale s (Eq. 22) and the alignment options."""
-    return {"model_conf": {"ctc_lambda": ctc_lambda, "alignment_conf": alignment_conf},
-            "postencoder_conf": {"scale": scale}}
+    return {
+        "model_conf": {"ctc_lambda": ctc_lambda, "alignment_conf": alignment_conf},
+        "postencoder_conf": {"scale": scale},
+    }
 
 
 def _ot(eps: float = 0.1) -> Dict[str, Any]:
@@ -58,8 +65,9 @@ def _ot(eps: float = 0.1) -> Dict[str, Any]:
     return _variant(eps=eps)
 
 
-def _tot(ctc_lambda: float = 0.3, eps: float = 0.3, beta: float = 0.5, relax: Optional[float] = None,
-         scale: float = 0.1) -> Dict[str, Any]:
+def _tot(
+    ctc_lambda: float = 0.3, eps: float = 0.3, beta: float = 0.5, relax: Optional[float] = None, scale: float = 0.1
+) -> Dict[str, Any]:
     """TOT-CAKT's swept values in full (defaults: espnet_ot/toy/conf before the sweep)."""
     return _variant(ctc_lambda, scale, eps=eps, beta=beta, relax=relax)
 

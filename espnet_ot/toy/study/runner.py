@@ -17,8 +17,17 @@ from espnet_ot.utils.config_files import deep_update, write_variant
 class Study(StudyReport):
     """Runs (resumably) the sweep or the study of the toy experiment and writes their reports."""
 
-    def __init__(self, out: Path, corpus: Path, plm: Path, plm_dim: int, jobs: int = 2,
-                 conf_dir: Path = TOY_CONF, console: Optional[Console] = None, train_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        out: Path,
+        corpus: Path,
+        plm: Path,
+        plm_dim: int,
+        jobs: int = 2,
+        conf_dir: Path = TOY_CONF,
+        console: Optional[Console] = None,
+        train_args: Sequence[str] = (),
+    ):
         """Paths only; nothing is computed here. train_args: extra asr_train options of every training."""
         self.console = console or Console("study")
         cores = os.cpu_count() or 1
@@ -54,14 +63,23 @@ class Study(StudyReport):
             Task("stats", self.phase("stats", lambda: x.collect_stats(base)), ["data"]),
         ]
         if any(r.feats is not None for r in runs):
-            tasks += [Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"]),
-                      Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"])]
+            tasks += [
+                Task("feats_train", self.phase("plm_feats train", lambda: x.dump_feats("train")), ["data"]),
+                Task("feats_dev", self.phase("plm_feats dev", lambda: x.dump_feats("dev")), ["data"]),
+            ]
         if any(r.feats == "plm_masked" for r in runs):
-            tasks += [Task(f"masked_{s}", self.phase(f"masked Z_L {s}", lambda s=s: x.dump_feats(s, "plm_masked")),
-                           ["data"]) for s in ("train", "dev")]
+            tasks += [
+                Task(f"masked_{s}", self.phase(f"masked Z_L {s}", lambda s=s: x.dump_feats(s, "plm_masked")), ["data"])
+                for s in ("train", "dev")
+            ]
         if any(r.feats == "plm_shuffled" for r in runs):
-            tasks.append(Task("shuffled", self.phase("shuffled Z_L", lambda: "; ".join(
-                x.shuffle_feats(s) for s in ("train", "dev"))), ["feats_train", "feats_dev"]))
+            tasks.append(
+                Task(
+                    "shuffled",
+                    self.phase("shuffled Z_L", lambda: "; ".join(x.shuffle_feats(s) for s in ("train", "dev"))),
+                    ["feats_train", "feats_dev"],
+                )
+            )
         return tasks
 
     def train_tasks(self, runs: Sequence[Run], splits: Sequence[str]) -> List[Task]:
@@ -70,17 +88,40 @@ class Study(StudyReport):
             deps = ["stats"]
             if run.feats is not None:
                 deps += {"plm_shuffled": ["shuffled"], "plm_masked": ["masked_train", "masked_dev"]}.get(
-                    run.feats, ["feats_train", "feats_dev"])
-            tasks.append(Task(f"train {run.name}", self.phase(f"train {run.name}", lambda r=run: self.x.train(r, self.train_args)), deps))
-            tasks.append(Task(f"decode {run.name}", self.phase(
-                f"decode {run.name}", lambda r=run: self.x.decode(r, splits)), [f"train {run.name}"]))
+                    run.feats, ["feats_train", "feats_dev"]
+                )
+            tasks.append(
+                Task(
+                    f"train {run.name}",
+                    self.phase(f"train {run.name}", lambda r=run: self.x.train(r, self.train_args)),
+                    deps,
+                )
+            )
+            tasks.append(
+                Task(
+                    f"decode {run.name}",
+                    self.phase(f"decode {run.name}", lambda r=run: self.x.decode(r, splits)),
+                    [f"train {run.name}"],
+                )
+            )
         return tasks
 
     # ------------------------------------------------------------------ sweep (dev only)
     def sweep_runs(self, method: str) -> List[Tuple[str, Dict[str, Any], Run]]:
         m = self.methods[method]
-        return [(variant, patch, Run(f"sweep/{method}/{variant}", self.config_of(f"sweep_{method}_{variant}", m, patch),
-                                     SWEEP_SEED, m.feats)) for variant, patch in SWEEP.get(method, ())]
+        return [
+            (
+                variant,
+                patch,
+                Run(
+                    f"sweep/{method}/{variant}",
+                    self.config_of(f"sweep_{method}_{variant}", m, patch),
+                    SWEEP_SEED,
+                    m.feats,
+                ),
+            )
+            for variant, patch in SWEEP.get(method, ())
+        ]
 
     # ------------------------------------------------------------------ study
     def study_config(self, name: str) -> Path:
@@ -92,14 +133,21 @@ class Study(StudyReport):
         write_variant(self.conf_dir / m.config, m.patch, self.study_config(name), f"study {name}")
         return str(self.study_config(name))
 
-    def study_runs(self, seeds: Sequence[int], methods: Sequence[str],
-                   control_seeds: Optional[Sequence[int]] = None) -> Dict[str, List[Run]]:
+    def study_runs(
+        self, seeds: Sequence[int], methods: Sequence[str], control_seeds: Optional[Sequence[int]] = None
+    ) -> Dict[str, List[Run]]:
         """The runs of each method; the controls use control_seeds (default: seeds)."""
+
         def seeds_of(name: str) -> Sequence[int]:
             return control_seeds if control_seeds is not None and name.startswith("control") else seeds
 
-        return {name: [Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
-                       for s in seeds_of(name)] for name in methods}
+        return {
+            name: [
+                Run(f"study/{name}/seed{s}", self.study_config(name), s, self.methods[name].feats)
+                for s in seeds_of(name)
+            ]
+            for name in methods
+        }
 
     def run_sweep(self, methods: Sequence[str] = tuple(SWEEP)) -> Dict[str, Any]:
         """Train (resuming) and decode on dev every sweep variant of methods; write <out>/sweep.{md,json,png}."""
@@ -112,8 +160,9 @@ class Study(StudyReport):
         self.console.raw((self.x.out / "sweep.md").read_text(encoding="utf-8"))
         return report
 
-    def run_study(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                  control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    def run_study(
+        self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES, control_seeds: Optional[Sequence[int]] = None
+    ) -> Dict[str, Any]:
         """Train (resuming), decode and report every method for every seed, in one job graph.
 
         The systems are the configs of conf_dir as they are (their settings chosen on dev by :meth:`run_sweep`).
@@ -124,7 +173,9 @@ class Study(StudyReport):
         # the runs of seed 1 first, then seed 2, ...: an interrupted study has whole seeds of every method
         order = [runs[name][i] for i in range(len(seeds)) for name in methods if i < len(runs[name])]
         tasks = self.prep_tasks(order)
-        tasks += [Task(f"config {n}", self.phase(f"config {n}", lambda n=n: self.write_study_config(n))) for n in methods]
+        tasks += [
+            Task(f"config {n}", self.phase(f"config {n}", lambda n=n: self.write_study_config(n))) for n in methods
+        ]
         for task in self.train_tasks(order, ["dev", "test"]):
             if task.name.startswith("train "):
                 task.deps.append(f"config {task.name.split('/')[1]}")
@@ -132,12 +183,15 @@ class Study(StudyReport):
         run_tasks(tasks, self.jobs, self.console)
         return self.report(runs)
 
-    def report_finished(self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES,
-                        control_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    def report_finished(
+        self, seeds: Sequence[int], methods: Sequence[str] = METHOD_NAMES, control_seeds: Optional[Sequence[int]] = None
+    ) -> Dict[str, Any]:
         """:meth:`report` of the runs whose dev and test are decoded (nothing is trained); says what is missing."""
         runs = self.study_runs(seeds, methods, control_seeds)
-        done = {name: [r for r in rs if all(self.x.hyp_file(r, s).is_file() for s in ("dev", "test"))]
-                for name, rs in runs.items()}
+        done = {
+            name: [r for r in rs if all(self.x.hyp_file(r, s).is_file() for s in ("dev", "test"))]
+            for name, rs in runs.items()
+        }
         for name, rs in runs.items():
             missing = [r.seed for r in rs if r not in done[name]]
             if missing:
@@ -146,4 +200,3 @@ class Study(StudyReport):
         if "baseline" not in done:
             raise ValueError("methods: no finished baseline run to compare with; run the study first")
         return self.report(done)
-

@@ -42,8 +42,12 @@ def plm_options(config: dict, override: str = "") -> dict:
         raise ValueError(f"model_conf.{PLM_CONF_KEY} is empty: set it in the YAML or pass --plm NAME_OR_DIR")
     if any(c.isspace() for c in name):
         raise ValueError(f"model_conf.{PLM_CONF_KEY}={name!r} contains whitespace; use a path without spaces")
-    return dict(plm=name, plm_layer=conf.get("plm_layer", -1), plm_max_length=conf.get("plm_max_length"),
-                distill=float(conf.get("distill_weight", 0.0)) > 0.0)
+    return dict(
+        plm=name,
+        plm_layer=conf.get("plm_layer", -1),
+        plm_max_length=conf.get("plm_max_length"),
+        distill=float(conf.get("distill_weight", 0.0)) > 0.0,
+    )
 
 
 def adapter_width(config: dict, plm: Optional[str]) -> Optional[int]:
@@ -105,8 +109,9 @@ def stage_config(args: argparse.Namespace) -> List[List[str]]:
                 dumps.append(["--kind", "mlm_soft_labels"] + plm_args + [str(soft)])
             patch["allow_variable_data_keys"] = True
             for mode, data in (("train", args.train_dir), ("valid", args.valid_dir)):
-                patch[f"{mode}_data_path_and_name_and_type"] = [[str(d / data.name / "feats.scp"), key, "kaldi_ark"]
-                                                                for d, key in keys]
+                patch[f"{mode}_data_path_and_name_and_type"] = [
+                    [str(d / data.name / "feats.scp"), key, "kaldi_ark"] for d, key in keys
+                ]
     write_variant(args.config, patch, args.output, note="local/config_plm.py")
     return dumps
 
@@ -122,8 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--feats_root", type=Path, default=Path("dump/plm"), help="where the PLM dumps live")
     p.add_argument("--train_dir", type=Path, default=Path("train"), help="asr.sh's dumped training set")
     p.add_argument("--valid_dir", type=Path, default=Path("dev"), help="asr.sh's dumped validation set")
-    p.add_argument("--check_only", type=str2bool, default=False,
-                   help="only check the config's model_conf (run.sh, before stage 1); writes nothing")
+    p.add_argument(
+        "--check_only",
+        type=str2bool,
+        default=False,
+        help="only check the config's model_conf (run.sh, before stage 1); writes nothing",
+    )
     args = p.parse_args(argv)
     if args.output is None and not args.check_only:
         p.error("--output is required (unless --check_only true)")
