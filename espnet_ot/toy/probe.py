@@ -20,6 +20,19 @@ def _candidates(chars: Sequence[str], same_tone: bool) -> Dict[str, List[str]]:
     return {c: sorted(set().union(*[by_key[k] for k in key(c)]) if key(c) else {c}) for c in chars}
 
 
+def _masked_logits(model, tok, vocab: Dict[str, int], items: Sequence[Tuple[str, int]]) -> torch.Tensor:
+    """Masked-LM logits (N, L, V) of [CLS] s [SEP] with character i of s replaced by [MASK], for each (s, i)."""
+    ids = [[tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in s] + [tok.sep_token_id] for s, _ in items]
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), tok.pad_token_id)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for k, (x, (_, i)) in enumerate(zip(ids, items)):
+        input_ids[k, : len(x)] = torch.tensor(x)
+        attention[k, : len(x)] = 1
+        input_ids[k, i + 1] = tok.mask_token_id
+    return model(input_ids=input_ids, attention_mask=attention).logits
+
+
 @torch.no_grad()
 def homophone_probe(
     plm: Union[str, Path],
@@ -57,18 +70,7 @@ def homophone_probe(
         plm_hits = freq_hits = 0
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            ids = [
-                [tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in s] + [tok.sep_token_id]
-                for s, _, _ in chunk
-            ]
-            width = max(len(x) for x in ids)
-            input_ids = torch.full((len(ids), width), tok.pad_token_id)
-            attention = torch.zeros((len(ids), width), dtype=torch.long)
-            for k, (x, (_, i, _)) in enumerate(zip(ids, chunk)):
-                input_ids[k, : len(x)] = torch.tensor(x)
-                attention[k, : len(x)] = 1
-                input_ids[k, i + 1] = tok.mask_token_id
-            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            logits = _masked_logits(model, tok, vocab, [(s, i) for s, i, _ in chunk])
             for k, (s, i, cand) in enumerate(chunk):
                 scores = logits[k, i + 1, [vocab[c] for c in cand]]
                 plm_hits += cand[int(scores.argmax())] == s[i]
@@ -158,18 +160,7 @@ def plm_rechoice(
     out = {u: list(h) for u, h in hyps.items()}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        ids = [
-            [tok.cls_token_id] + [vocab.get(ch, tok.unk_token_id) for ch in hyps[u]] + [tok.sep_token_id]
-            for u, _, _ in chunk
-        ]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), tok.pad_token_id)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for k, (x, (_, i, _)) in enumerate(zip(ids, chunk)):
-            input_ids[k, : len(x)] = torch.tensor(x)
-            attention[k, : len(x)] = 1
-            input_ids[k, i + 1] = tok.mask_token_id
-        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        logits = _masked_logits(model, tok, vocab, [(hyps[u], i) for u, i, _ in chunk])
         for k, (u, i, cand) in enumerate(chunk):
             out[u][i] = cand[int(logits[k, i + 1, [vocab[c] for c in cand]].argmax())]
     return {u: "".join(h) for u, h in out.items()}
