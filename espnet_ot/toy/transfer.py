@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -11,6 +12,7 @@ from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_vari
 from espnet_ot.toy.jobs import Console, Task, run_tasks
 
 PROTOCOL = "docs/results/transfer_protocol.md"
+_RECORDS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,10 @@ class TransferStudy:
 
     def record(self, run: Run) -> str:
         """One finished run's small results (dev CER, error counts, OT statistics) into <out>/records.json."""
+        with _RECORDS_LOCK:  # decodings finish in parallel threads: one read-modify-write at a time
+            return self._record(run)
+
+    def _record(self, run: Run) -> str:
         path = self.x.out / "records.json"
         records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         ec = self.x.error_counts(run, "dev")
@@ -190,6 +196,11 @@ class TransferStudy:
         """transfer_study.{json,md} of the finished replicates: dev always, test once decoded (--final)."""
         reps = replicates(n)
         runs = self.runs(arms, n)
+        path = self.x.out / "records.json"
+        recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for r in (r for rs in runs.values() for r in rs):  # runs finished by an earlier, interrupted process
+            if r.name not in recorded and self.x.hyp_file(r, "dev").is_file():
+                self.record(r)
         warm = {w: self.x.epoch_stats(self.warm_run(w)) for w in sorted({w for w, _ in reps})}
         out: Dict[str, Any] = {
             "protocol": PROTOCOL,
