@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_ot.toy.bootstrap import mean_sd, paired_comparison
+from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
 from espnet_ot.toy.jobs import Console, Task, run_tasks
 
@@ -225,7 +226,14 @@ class TransferStudy:
                 _ot_stats(ep[-1]["valid"]) if ep else {} for ep in (self.x.epoch_stats(r) for r in runs[key])
             ]
             entry["initial_train_stats"] = [_ot_stats(self.x.first_interval_stats(r)) for r in runs[key]]
+            tested = [r for r in runs[key] if self.x.hyp_file(r, "test").is_file()]
+            if tested:  # secondary endpoint: the error decomposition (CER points, pooled over the replicates)
+                counts = [self.x.error_counts(r, "test") for r in tested]
+                n_ref = sum(c.n_ref for c in counts)
+                entry["test_error_points"] = {k: 100.0 * sum(c.counts[k] for c in counts) / n_ref for k in CATEGORIES}
             out["arms"][key] = entry
+        if "A" in runs and any(self.x.hyp_file(r, "test").is_file() for r in runs["A"]):
+            out["plm_ceiling"] = self.plm_ceiling(runs["A"])
         for b, a in PRIMARY + SECONDARY:
             if a in runs and b in runs:
                 for split, dest in (("dev", "dev_comparisons"), ("test", "comparisons")):
@@ -240,6 +248,29 @@ class TransferStudy:
         if dev_sds:
             out["sizing"] = {"largest_primary_dev_sd": max(dev_sds), "n": sample_size(max(dev_sds))}
         return out
+
+    def plm_ceiling(self, runs_a: Sequence[Run]) -> Dict[str, Any]:
+        """Decode-time ceiling: arm A's test output with same-syllable characters re-chosen by the PLM (cached)."""
+        from espnet_ot.toy.errors import decompose
+        from espnet_ot.toy.probe import plm_rechoice
+
+        path = self.x.out / "plm_ceiling.json"
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        tokens = [t for t in self.x.token_list.read_text(encoding="utf-8").split() if not t.startswith("<")]
+        refs = self.x.refs("test")
+        for r in runs_a:
+            if r.name in cache or not self.x.hyp_file(r, "test").is_file():
+                continue
+            before = decompose(refs, self.x.hyps(r, "test"))
+            after = decompose(refs, plm_rechoice(self.x.plm, self.x.hyps(r, "test"), tokens))
+            cache[r.name] = {
+                "cer": before.cer,
+                "cer_plm_rechosen": after.cer,
+                "linguistic_points": sum(before.points()[k] for k in ("homophone", "tone")),
+                "linguistic_points_rechosen": sum(after.points()[k] for k in ("homophone", "tone")),
+            }
+            path.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+        return {r.name: cache[r.name] for r in runs_a if r.name in cache}
 
     def compare(self, runs_b: Sequence[Run], runs_a: Sequence[Run], split: str) -> Optional[Dict[str, Any]]:
         """b - a on the replicates where both are decoded (matched by construction: same index = same replicate)."""
@@ -316,6 +347,27 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
             "",
             f"Sizing (protocol rule, dev): largest sd of the primary differences {s['largest_primary_dev_sd']:.2f}"
             f" -> n = {s['n']} replicates for a t half-width <= {TARGET_HALF_WIDTH}.",
+        ]
+    tested = {k: e["test_error_points"] for k, e in summary["arms"].items() if "test_error_points" in e}
+    if tested:
+        lines += [
+            "",
+            "Error decomposition on test (CER points, pooled over the replicates; homophone and tone errors "
+            "are those a language model could fix):",
+            "",
+            "| arm | " + " | ".join(CATEGORIES) + " |",
+            "|---|" + "---:|" * len(CATEGORIES),
+        ]
+        lines += [f"| {k} | " + " | ".join(f"{p[c]:.2f}" for c in CATEGORIES) + " |" for k, p in tested.items()]
+    if summary.get("plm_ceiling"):
+        c = list(summary["plm_ceiling"].values())
+        lines += [
+            "",
+            f"Decode-time ceiling (arm A's test output, same-syllable characters re-chosen by the PLM, mean "
+            f"over {len(c)} replicates): CER {sum(x['cer'] for x in c) / len(c):.2f} -> "
+            f"{sum(x['cer_plm_rechosen'] for x in c) / len(c):.2f}; homophone + tone points "
+            f"{sum(x['linguistic_points'] for x in c) / len(c):.2f} -> "
+            f"{sum(x['linguistic_points_rechosen'] for x in c) / len(c):.2f}.",
         ]
     lines += [
         "",

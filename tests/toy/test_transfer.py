@@ -105,4 +105,9 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
     study.final(arms, 1)
     summary = study.report(arms, 1)
     assert summary["arms"]["E"]["test_cer"][0] is not None and "E-E0" in summary["comparisons"]
-    assert "Paired differences on test" in transfer_markdown(summary)
+    points = summary["arms"]["A"]["test_error_points"]
+    assert sum(points.values()) == pytest.approx(summary["arms"]["A"]["test_cer"][0])
+    ceiling = summary["plm_ceiling"]["arms/A/w1_s1"]
+    assert ceiling["cer"] == pytest.approx(summary["arms"]["A"]["test_cer"][0]) and ceiling["cer_plm_rechosen"] >= 0
+    md = transfer_markdown(summary)
+    assert "Paired differences on test" in md and "Decode-time ceiling" in md and "Error decomposition" in md
