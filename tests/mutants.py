@@ -263,7 +263,7 @@ MUTANTS: Tuple[Mutant, ...] = (
     ),
     Mutant(
         "sinkhorn_stops_early",
-        "espnet_ot/ot/sinkhorn.py",
+        "espnet_ot/ot/_sinkhorn_driver.py",
         (
             (r"active = ~\(err_b < tol\) & active", "active = active & False"),
             (r"todo = todo & ~\(fine & \(err_b < tol\)\)", "todo = todo & False"),

@@ -7,6 +7,9 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from espnet_ot.ot._newton import COMPACT_AT, write_back
+from espnet_ot.ot._sinkhorn_driver import EPS_SCALING, SolverOptions, solve
+from espnet_ot.ot._sinkhorn_kernels import Side
 from espnet_ot.ot._utils import (
     as_number,
     check_masks,
@@ -16,17 +19,7 @@ from espnet_ot.ot._utils import (
     solver_dtype,
     uniform_weights,
 )
-from espnet_ot.ot.sinkhorn import (
-    COMPACT_AT,
-    EPS_SCALING,
-    NEWTON_STEPS,
-    STAGE_ITER,
-    _Side,
-    _sinkhorn_core,
-    _write_back,
-    sinkhorn,
-    sinkhorn_unbalanced,
-)
+from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -170,6 +163,14 @@ def fused_gromov_wasserstein(
             warn=False,
             **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}),
         )
+        inner = SolverOptions(  # the inner solves' options (stage_iter, newton_steps: the defaults)
+            eps=eps,
+            taus=(tau, math.inf),
+            max_iter=sinkhorn_max_iter,
+            tol=sinkhorn_tol,
+            check_every=check_every,
+            eps_scaling=eps_scaling,
+        )
         # the whole batch's results; the loop works on `rows`, the utterances still iterating (all at first, a
         # smaller batch once at most COMPACT_AT of them are left), and writes their state back when it shrinks
         zeros = functools.partial(torch.zeros, B, device=M.device)
@@ -194,7 +195,7 @@ def fused_gromov_wasserstein(
                 trusted = n_active == B
             if warm and n_active <= COMPACT_AT * active.numel() and not unrolled_grad:
                 keep = active.nonzero(as_tuple=True)[0]  # converged utterances are final: set them aside
-                rows = _write_back(state, w, rows)
+                rows = write_back(state, w, rows)
                 rows = keep if rows is None else rows[keep]
                 work, w, active = work.take(keep), {k: v[keep] for k, v in w.items()}, active[keep]
             gamma = w["gamma"]
@@ -207,24 +208,7 @@ def fused_gromov_wasserstein(
                 gamma_new, log = unrolled(G, work.mx, work.my, init=init, eps_scaling=eps_scaling)
                 capped = capped or bool((log["err"] >= sinkhorn_tol).any())
             else:  # the solver proper, arguments checked above
-                gamma_new, log = _sinkhorn_core(
-                    G,
-                    work.mx,
-                    work.my,
-                    eps,
-                    (tau, math.inf),
-                    "kl",
-                    sinkhorn_max_iter,
-                    sinkhorn_tol,
-                    check_every,
-                    init,
-                    eps_scaling,
-                    None,
-                    STAGE_ITER,
-                    NEWTON_STEPS,
-                    trusted=warm and trusted,
-                    sides=work.sides,
-                )
+                gamma_new, log = solve(G, work.mx, work.my, inner, init, trusted=warm and trusted, sides=work.sides)
                 capped = capped or log["capped"]
             step = torch.linalg.vector_norm(gamma_new - gamma, dim=(1, 2))
             w["gamma"] = torch.where(active.view(-1, 1, 1), gamma_new, gamma)
@@ -238,7 +222,7 @@ def fused_gromov_wasserstein(
             if alpha == 0:  # G = cost does not depend on gamma: the first step is the exact answer
                 break
             active = active & ~(step < tol)
-        _write_back(state, w, rows)
+        write_back(state, w, rows)
         if dtype != out_dtype:  # solved in float64 at a small eps: returned in the inputs' dtype
             state.update({k: state[k].to(out_dtype) for k in ("gamma", "s_err", "err")})
         gamma, s_err = state["gamma"], state["s_err"]
@@ -265,7 +249,7 @@ class _Work:
     def __init__(self, M, Sx, Sy, mx, my, a, b, alpha, tau, dtype, base=None, sides=None):
         self.M, self.Sx, self.Sy, self.mx, self.my, self.b = M, Sx, Sy, mx, my, b
         self.alpha, self.tau, self.dtype = alpha, tau, dtype
-        self.sides = sides or (_Side(mx, tau, "kl", dtype), _Side(my, math.inf, "kl", dtype))
+        self.sides = sides or (Side(mx, tau, "kl", dtype), Side(my, math.inf, "kl", dtype))
         # G = (1 - alpha) C + 2 alpha (c_AL - 2 S_A gamma S_L): the part without gamma is `base` (the square-loss
         # constant c_AL uses the coupling's own acoustic marginal when that is relaxed, so it changes with gamma)
         if base is None and alpha > 0 and math.isinf(tau):
