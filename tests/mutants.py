@@ -54,7 +54,7 @@ class Mutant:
 MODEL = "espnet_ot/asr/espnet_ot_model.py"
 DISTILL = "espnet_ot/asr/distill.py"
 DISTILL_TESTS = "tests/asr/test_distill.py"
-LOSS = "espnet_ot/ot/loss.py"
+LOSS = "espnet_ot/ot/alignment.py"
 MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "h_a_detached",
@@ -157,7 +157,7 @@ MUTANTS: Tuple[Mutant, ...] = (
     ),
     Mutant(
         "cosine_halved",
-        "espnet_ot/ot/cost.py",
+        "espnet_ot/ot/_utils.py",
         (
             (
                 r"cost = 1\.0 - torch\.bmm\(xn, yn\.transpose\(1, 2\)\)",
