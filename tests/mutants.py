@@ -317,7 +317,10 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "relaxed_gmot_uniform_constant",
         "espnet_ot/ot/gromov.py",
-        ((r"if base is None and alpha > 0 and math\.isinf\(tau\):", "if base is None and alpha > 0:"),),
+        (
+            (r"if alpha > 0 and math\.isinf\(tau\):", "if alpha > 0:"),
+            (r"if base is None and alpha > 0 and math\.isinf\(tau\):", "if base is None and alpha > 0:"),
+        ),
         "relaxed GM-OT's square-loss constant from the uniform frame marginal, not the coupling's",
     ),
     Mutant(

@@ -152,7 +152,7 @@ def fused_gromov_wasserstein(
         B = M.shape[0]
         active = x_mask.any(-1) & y_mask.any(-1)
         trusted = None  # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is)
-        work = _Work(M, Sx, Sy, x_mask, y_mask, a, b, alpha, tau, dtype)
+        work = _Work(M, (Sx, Sy), (x_mask, y_mask), (a, b), alpha, tau)
         unrolled = functools.partial(
             sinkhorn if math.isinf(tau) else sinkhorn_unbalanced,
             eps=eps,
@@ -246,15 +246,15 @@ def fused_gromov_wasserstein(
 class _Work:
     """The data of the utterances GM-OT's mirror descent iterates on; ``take`` restricts it to a sub-batch."""
 
-    def __init__(self, M, Sx, Sy, mx, my, a, b, alpha, tau, dtype, base=None, sides=None):
-        self.M, self.Sx, self.Sy, self.mx, self.my, self.b = M, Sx, Sy, mx, my, b
-        self.alpha, self.tau, self.dtype = alpha, tau, dtype
-        self.sides = sides or (Side(mx, tau, "kl", dtype), Side(my, math.inf, "kl", dtype))
+    def __init__(self, M, structs, masks, weights, alpha, tau):
+        (self.Sx, self.Sy), (self.mx, self.my), (a, self.b) = structs, masks, weights
+        self.M, self.alpha, self.tau = M, alpha, tau
+        self.sides = (Side(self.mx, tau, "kl", M.dtype), Side(self.my, math.inf, "kl", M.dtype))
         # G = (1 - alpha) C + 2 alpha (c_AL - 2 S_A gamma S_L): the part without gamma is `base` (the square-loss
         # constant c_AL uses the coupling's own acoustic marginal when that is relaxed, so it changes with gamma)
-        if base is None and alpha > 0 and math.isinf(tau):
-            base = torch.add((1.0 - alpha) * M, gw_constant(Sx, Sy, a, b), alpha=2.0 * alpha)
-        self.base = base
+        self.base = None
+        if alpha > 0 and math.isinf(tau):
+            self.base = torch.add((1.0 - alpha) * M, gw_constant(self.Sx, self.Sy, a, self.b), alpha=2.0 * alpha)
 
     def gradient(self, gamma: torch.Tensor) -> torch.Tensor:
         """The mirror-descent step's cost G at the coupling ``gamma``."""
@@ -267,17 +267,11 @@ class _Work:
         return torch.add(base, self.Sx.matmul(self.Sy.rmatmul(gamma)), alpha=-4.0 * self.alpha)
 
     def take(self, idx: torch.Tensor) -> "_Work":
-        return _Work(
-            self.M[idx],
-            self.Sx.subset(idx),
-            self.Sy.subset(idx),
-            self.mx[idx],
-            self.my[idx],
-            None,
-            self.b[idx],
-            self.alpha,
-            self.tau,
-            self.dtype,
-            None if self.base is None else self.base[idx],
-            tuple(s.subset(idx) for s in self.sides),
-        )
+        """The data of the utterances ``idx`` alone."""
+        sub = object.__new__(_Work)
+        sub.M, sub.Sx, sub.Sy = self.M[idx], self.Sx.subset(idx), self.Sy.subset(idx)
+        sub.mx, sub.my, sub.b = self.mx[idx], self.my[idx], self.b[idx]
+        sub.alpha, sub.tau = self.alpha, self.tau
+        sub.base = None if self.base is None else self.base[idx]
+        sub.sides = tuple(s.subset(idx) for s in self.sides)
+        return sub
