@@ -54,7 +54,7 @@ class Mutant:
 MODEL = "espnet_ot/asr/espnet_ot_model.py"
 DISTILL = "espnet_ot/asr/distill.py"
 DISTILL_TESTS = "tests/asr/test_distill.py"
-LOSS = "espnet_ot/ot/loss.py"
+LOSS = "espnet_ot/ot/alignment.py"
 MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "h_a_detached",
@@ -157,7 +157,7 @@ MUTANTS: Tuple[Mutant, ...] = (
     ),
     Mutant(
         "cosine_halved",
-        "espnet_ot/ot/cost.py",
+        "espnet_ot/ot/_utils.py",
         (
             (
                 r"cost = 1\.0 - torch\.bmm\(xn, yn\.transpose\(1, 2\)\)",
@@ -263,7 +263,7 @@ MUTANTS: Tuple[Mutant, ...] = (
     ),
     Mutant(
         "sinkhorn_stops_early",
-        "espnet_ot/ot/sinkhorn.py",
+        "espnet_ot/ot/_sinkhorn_driver.py",
         (
             (r"active = ~\(err_b < tol\) & active", "active = active & False"),
             (r"todo = todo & ~\(fine & \(err_b < tol\)\)", "todo = todo & False"),
@@ -317,7 +317,10 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "relaxed_gmot_uniform_constant",
         "espnet_ot/ot/gromov.py",
-        ((r"if base is None and alpha > 0 and math\.isinf\(tau\):", "if base is None and alpha > 0:"),),
+        (
+            (r"if alpha > 0 and math\.isinf\(tau\):", "if alpha > 0:"),
+            (r"if base is None and alpha > 0 and math\.isinf\(tau\):", "if base is None and alpha > 0:"),
+        ),
         "relaxed GM-OT's square-loss constant from the uniform frame marginal, not the coupling's",
     ),
     Mutant(

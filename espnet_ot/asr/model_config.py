@@ -35,6 +35,7 @@ from espnet_ot.asr.plm import (
     check_plm_config,
     read_plm_config,
 )
+from espnet_ot.ot.alignment import METHODS
 from espnet_ot.ot.config import (
     ALIGNMENT_CONF_FIELD,
     ALIGNMENT_FIELD,
@@ -43,7 +44,6 @@ from espnet_ot.ot.config import (
     NO_ALIGNMENT,
     AlignmentConfig,
 )
-from espnet_ot.ot.loss import METHODS
 
 MODEL_CONF_FIELD = "model_conf"
 PLM_DIM_FIELD = "postencoder_conf.plm_dim"

@@ -1,9 +1,9 @@
 """Batched entropic optimal transport in pure PyTorch (no ESPnet imports): OT-BERT, TOT-CAKT and GM-OT solvers."""
 
+from espnet_ot.ot.alignment import OTAlignment, coupling_diagnostics, fgw_cost, ot_alignment, transport_cost
 from espnet_ot.ot.config import ALIGNMENTS, DEFAULT_METHOD, METHODS, NO_ALIGNMENT, AlignmentConfig
 from espnet_ot.ot.cost import cosine_cost, temporal_distance, tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
-from espnet_ot.ot.loss import OTAlignment, coupling_diagnostics, fgw_cost, ot_alignment, transport_cost
 from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import (
     DenseStructure,

@@ -167,3 +167,19 @@ def ranks(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     For a prefix mask this is ``1, 2, ..., l``; for any other mask, the real positions are counted in order.
     """
     return torch.cumsum(mask.to(dtype), dim=-1) * mask.to(dtype)
+
+
+def cosine_of(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`espnet_ot.ot.cost.cosine_cost` on checked arguments (also used by the alignment dispatcher)."""
+    dtype = solver_dtype(x, y)
+    with fp32_region(x):
+        # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm
+        xn = normalize_rows(
+            torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device))
+        )
+        yn = normalize_rows(
+            torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device))
+        )
+        cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
+        pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
+        return cost * pair.to(dtype)

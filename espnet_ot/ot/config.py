@@ -1,6 +1,6 @@
 """Typed, validated options of :func:`espnet_ot.ot.ot_alignment`: the method names and defaults, defined once.
 
-The defaults are read from :func:`~espnet_ot.ot.loss.ot_alignment`'s signature, so the solver stays the one
+The defaults are read from :func:`~espnet_ot.ot.alignment.ot_alignment`'s signature, so the solver stays the one
 place where they are written. Each option is one line of :class:`AlignmentConfig` naming the methods that use
 it and the check its value must pass; a keyword added to ``ot_alignment`` is one more line here (a test fails
 until it is added).
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from espnet_ot.ot.loss import EDGES, GRADS, METHODS, ot_alignment
+from espnet_ot.ot.alignment import EDGES, GRADS, METHODS, ot_alignment
 
 NO_ALIGNMENT = "none"  # model_conf.alignment of the plain CTC baseline (no OT branch)
 ALIGNMENTS = METHODS + (NO_ALIGNMENT,)
@@ -57,7 +57,7 @@ def _option(
 class AlignmentConfig:
     """Options of one OT alignment method (``ot`` OT-BERT, ``tot`` TOT-CAKT, ``gmot`` GM-OT), validated.
 
-    Attributes are :func:`~espnet_ot.ot.loss.ot_alignment`'s keyword arguments; see its docstring for their
+    Attributes are :func:`~espnet_ot.ot.alignment.ot_alignment`'s keyword arguments; see its docstring for their
     meaning. Options that the method does not use keep their defaults and are not passed to the solver.
     """
 
@@ -136,7 +136,7 @@ class AlignmentConfig:
         return dataclasses.replace(self, **changes)
 
     def solver_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments of :func:`~espnet_ot.ot.loss.ot_alignment`: the method and the options it uses."""
+        """Keyword arguments of :func:`~espnet_ot.ot.alignment.ot_alignment`: the method and the options it uses."""
         return dict(method=self.method, **{k: getattr(self, k) for k in self.options(self.method)})
 
 

@@ -9,8 +9,8 @@ from espnet_ot.ot._utils import (  # noqa: F401 (NORM_EPS, NORM_REL: the floor's
     check_finite,
     check_masks,
     check_tensor,
+    cosine_of,
     fp32_region,
-    normalize_rows,
     ranks,
     solver_dtype,
 )
@@ -62,23 +62,7 @@ def cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: 
         )
     check_masks("x_mask", x_mask, "y_mask", y_mask, (x.shape[0], x.shape[1], y.shape[1]))
     check_finite("x", x.detach(), x_mask.unsqueeze(2), ("y", y.detach(), y_mask.unsqueeze(2)))
-    return _cosine_cost(x, y, x_mask, y_mask)
-
-
-def _cosine_cost(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
-    """:func:`cosine_cost` on checked arguments."""
-    dtype = solver_dtype(x, y)
-    with fp32_region(x):
-        # padding may hold anything (NaN included): zero it before it meets the real positions in the bmm
-        xn = normalize_rows(
-            torch.where(x_mask.unsqueeze(2), x.to(dtype), torch.zeros((), dtype=dtype, device=x.device))
-        )
-        yn = normalize_rows(
-            torch.where(y_mask.unsqueeze(2), y.to(dtype), torch.zeros((), dtype=dtype, device=y.device))
-        )
-        cost = 1.0 - torch.bmm(xn, yn.transpose(1, 2))
-        pair = x_mask.unsqueeze(2) & y_mask.unsqueeze(1)
-        return cost * pair.to(dtype)
+    return cosine_of(x, y, x_mask, y_mask)
 
 
 def temporal_distance(x_mask: torch.Tensor, y_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -7,6 +7,9 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from espnet_ot.ot._newton import COMPACT_AT, write_back
+from espnet_ot.ot._sinkhorn_driver import EPS_SCALING, SolverOptions, solve
+from espnet_ot.ot._sinkhorn_kernels import Side
 from espnet_ot.ot._utils import (
     as_number,
     check_masks,
@@ -16,17 +19,7 @@ from espnet_ot.ot._utils import (
     solver_dtype,
     uniform_weights,
 )
-from espnet_ot.ot.sinkhorn import (
-    COMPACT_AT,
-    EPS_SCALING,
-    NEWTON_STEPS,
-    STAGE_ITER,
-    _Side,
-    _sinkhorn_core,
-    _write_back,
-    sinkhorn,
-    sinkhorn_unbalanced,
-)
+from espnet_ot.ot.sinkhorn import sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import Structure, as_structure
 
 
@@ -159,7 +152,7 @@ def fused_gromov_wasserstein(
         B = M.shape[0]
         active = x_mask.any(-1) & y_mask.any(-1)
         trusted = None  # warm inner solves skip the cost scan when no utterance is empty (G is finite: M is)
-        work = _Work(M, Sx, Sy, x_mask, y_mask, a, b, alpha, tau, dtype)
+        work = _Work(M, (Sx, Sy), (x_mask, y_mask), (a, b), alpha, tau)
         unrolled = functools.partial(
             sinkhorn if math.isinf(tau) else sinkhorn_unbalanced,
             eps=eps,
@@ -169,6 +162,14 @@ def fused_gromov_wasserstein(
             return_log=True,
             warn=False,
             **({} if math.isinf(tau) else {"reg_m": (tau, math.inf)}),
+        )
+        inner = SolverOptions(  # the inner solves' options (stage_iter, newton_steps: the defaults)
+            eps=eps,
+            taus=(tau, math.inf),
+            max_iter=sinkhorn_max_iter,
+            tol=sinkhorn_tol,
+            check_every=check_every,
+            eps_scaling=eps_scaling,
         )
         # the whole batch's results; the loop works on `rows`, the utterances still iterating (all at first, a
         # smaller batch once at most COMPACT_AT of them are left), and writes their state back when it shrinks
@@ -194,7 +195,7 @@ def fused_gromov_wasserstein(
                 trusted = n_active == B
             if warm and n_active <= COMPACT_AT * active.numel() and not unrolled_grad:
                 keep = active.nonzero(as_tuple=True)[0]  # converged utterances are final: set them aside
-                rows = _write_back(state, w, rows)
+                rows = write_back(state, w, rows)
                 rows = keep if rows is None else rows[keep]
                 work, w, active = work.take(keep), {k: v[keep] for k, v in w.items()}, active[keep]
             gamma = w["gamma"]
@@ -207,24 +208,7 @@ def fused_gromov_wasserstein(
                 gamma_new, log = unrolled(G, work.mx, work.my, init=init, eps_scaling=eps_scaling)
                 capped = capped or bool((log["err"] >= sinkhorn_tol).any())
             else:  # the solver proper, arguments checked above
-                gamma_new, log = _sinkhorn_core(
-                    G,
-                    work.mx,
-                    work.my,
-                    eps,
-                    (tau, math.inf),
-                    "kl",
-                    sinkhorn_max_iter,
-                    sinkhorn_tol,
-                    check_every,
-                    init,
-                    eps_scaling,
-                    None,
-                    STAGE_ITER,
-                    NEWTON_STEPS,
-                    trusted=warm and trusted,
-                    sides=work.sides,
-                )
+                gamma_new, log = solve(G, work.mx, work.my, inner, init, trusted=warm and trusted, sides=work.sides)
                 capped = capped or log["capped"]
             step = torch.linalg.vector_norm(gamma_new - gamma, dim=(1, 2))
             w["gamma"] = torch.where(active.view(-1, 1, 1), gamma_new, gamma)
@@ -238,7 +222,7 @@ def fused_gromov_wasserstein(
             if alpha == 0:  # G = cost does not depend on gamma: the first step is the exact answer
                 break
             active = active & ~(step < tol)
-        _write_back(state, w, rows)
+        write_back(state, w, rows)
         if dtype != out_dtype:  # solved in float64 at a small eps: returned in the inputs' dtype
             state.update({k: state[k].to(out_dtype) for k in ("gamma", "s_err", "err")})
         gamma, s_err = state["gamma"], state["s_err"]
@@ -262,15 +246,15 @@ def fused_gromov_wasserstein(
 class _Work:
     """The data of the utterances GM-OT's mirror descent iterates on; ``take`` restricts it to a sub-batch."""
 
-    def __init__(self, M, Sx, Sy, mx, my, a, b, alpha, tau, dtype, base=None, sides=None):
-        self.M, self.Sx, self.Sy, self.mx, self.my, self.b = M, Sx, Sy, mx, my, b
-        self.alpha, self.tau, self.dtype = alpha, tau, dtype
-        self.sides = sides or (_Side(mx, tau, "kl", dtype), _Side(my, math.inf, "kl", dtype))
+    def __init__(self, M, structs, masks, weights, alpha, tau):
+        (self.Sx, self.Sy), (self.mx, self.my), (a, self.b) = structs, masks, weights
+        self.M, self.alpha, self.tau = M, alpha, tau
+        self.sides = (Side(self.mx, tau, "kl", M.dtype), Side(self.my, math.inf, "kl", M.dtype))
         # G = (1 - alpha) C + 2 alpha (c_AL - 2 S_A gamma S_L): the part without gamma is `base` (the square-loss
         # constant c_AL uses the coupling's own acoustic marginal when that is relaxed, so it changes with gamma)
-        if base is None and alpha > 0 and math.isinf(tau):
-            base = torch.add((1.0 - alpha) * M, gw_constant(Sx, Sy, a, b), alpha=2.0 * alpha)
-        self.base = base
+        self.base = None
+        if alpha > 0 and math.isinf(tau):
+            self.base = torch.add((1.0 - alpha) * M, gw_constant(self.Sx, self.Sy, a, self.b), alpha=2.0 * alpha)
 
     def gradient(self, gamma: torch.Tensor) -> torch.Tensor:
         """The mirror-descent step's cost G at the coupling ``gamma``."""
@@ -283,17 +267,11 @@ class _Work:
         return torch.add(base, self.Sx.matmul(self.Sy.rmatmul(gamma)), alpha=-4.0 * self.alpha)
 
     def take(self, idx: torch.Tensor) -> "_Work":
-        return _Work(
-            self.M[idx],
-            self.Sx.subset(idx),
-            self.Sy.subset(idx),
-            self.mx[idx],
-            self.my[idx],
-            None,
-            self.b[idx],
-            self.alpha,
-            self.tau,
-            self.dtype,
-            None if self.base is None else self.base[idx],
-            tuple(s.subset(idx) for s in self.sides),
-        )
+        """The data of the utterances ``idx`` alone."""
+        sub = object.__new__(_Work)
+        sub.M, sub.Sx, sub.Sy = self.M[idx], self.Sx.subset(idx), self.Sy.subset(idx)
+        sub.mx, sub.my, sub.b = self.mx[idx], self.my[idx], self.b[idx]
+        sub.alpha, sub.tau = self.alpha, self.tau
+        sub.base = None if self.base is None else self.base[idx]
+        sub.sides = tuple(s.subset(idx) for s in self.sides)
+        return sub

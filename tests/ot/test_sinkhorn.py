@@ -258,7 +258,7 @@ def test_bad_inputs_give_clear_errors():
 def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
     # the cost check (which also reads the eps ladder's length), then one read per convergence check of the
     # block: nothing re-reads what those told (a GPU waits at each read)
-    first_checks = importlib.import_module("espnet_ot.ot.sinkhorn").FIRST_CHECKS
+    first_checks = importlib.import_module("espnet_ot.ot._sinkhorn_driver").FIRST_CHECKS
     x, y, mx, my = random_batch(LA, LT, D=16, dtype=torch.float32, seed=1)
     C = cosine_cost(x, y, mx, my)
     for eps in (2.0, 0.5):
@@ -270,16 +270,16 @@ def test_a_solve_that_ends_in_its_first_block_reads_the_device_once_per_check():
 
 def test_newton_on_its_live_utterances_alone_gives_the_whole_batch_result(monkeypatch):
     # once at most COMPACT_AT of the utterances are live, Newton iterates those alone: same couplings and steps
-    sk = importlib.import_module("espnet_ot.ot.sinkhorn")
+    nt = importlib.import_module("espnet_ot.ot._newton")
     x, y, mx, my = random_batch([70, 30, 50, 40, 60, 25], [9, 3, 6, 5, 8, 4], D=16, dtype=torch.float64, seed=5)
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
     taken = []
-    take = sk._Newton.take
-    monkeypatch.setattr(sk._Newton, "take", lambda self, idx: taken.append(len(idx)) or take(self, idx))
+    take = nt.Newton.take
+    monkeypatch.setattr(nt.Newton, "take", lambda self, idx: taken.append(len(idx)) or take(self, idx))
     P, log = sinkhorn(C, mx, my, 0.01, tol=1e-6, return_log=True)
     assert taken and max(taken) <= 3, taken  # some rounds iterated at most half of the 6 utterances
     assert (log["err"] < 1e-6).all()
-    monkeypatch.setattr(sk, "COMPACT_AT", 0.0)  # never shrink
+    monkeypatch.setattr(nt, "COMPACT_AT", 0.0)  # never shrink
     P_all, log_all = sinkhorn(C, mx, my, 0.01, tol=1e-6, return_log=True)
     assert torch.allclose(P, P_all, rtol=0, atol=1e-12)
     assert torch.equal(log["n_iter"], log_all["n_iter"])
@@ -287,11 +287,11 @@ def test_newton_on_its_live_utterances_alone_gives_the_whole_batch_result(monkey
 
 def test_a_newton_direction_reads_nothing_from_the_device():
     # torch.cholesky_solve reads an error flag back to the host at every call (on CPU at least: .item())
-    sk = importlib.import_module("espnet_ot.ot.sinkhorn")
+    nt = importlib.import_module("espnet_ot.ot._newton")
     x, y, mx, my = random_batch(LA, LT, D=16, dtype=torch.float32, seed=1)
     C = tot_cost(cosine_cost(x, y, mx, my), mx, my, 0.5)
-    X, Y = sk._Side(mx, math.inf, "kl", C.dtype), sk._Side(my, math.inf, "kl", C.dtype)
-    newton = sk._Newton(C, X, Y)
+    X, Y = nt.Side(mx, math.inf, "kl", C.dtype), nt.Side(my, math.inf, "kl", C.dtype)
+    newton = nt.Newton(C, X, Y)
     newton.setup(0.1)
     _, e, _, parts = newton.evaluate(torch.zeros(my.shape), None)
     assert op_counts(lambda: newton.direction(e, parts))["syncs"] == 0

@@ -6,8 +6,8 @@ from typing import Dict, Optional
 
 import torch
 
-from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, fp32_region, ranks
-from espnet_ot.ot.cost import _cosine_cost, tot_cost
+from espnet_ot.ot._utils import as_number, check_finite, check_masks, check_tensor, cosine_of, fp32_region, ranks
+from espnet_ot.ot.cost import tot_cost
 from espnet_ot.ot.gromov import fused_gromov_wasserstein, gw_constant, gw_tensor_product
 from espnet_ot.ot.sinkhorn import EPS_SCALING, sinkhorn, sinkhorn_unbalanced
 from espnet_ot.ot.structure import FeatureStructure, MixedStructure, Structure, TemporalStructure
@@ -252,7 +252,7 @@ def ot_alignment(
     tau = math.inf if relax is None else as_number("relax", relax, low=0.0, low_open=True, allow_inf=True)
     solver_kw = dict(max_iter=max_iter, tol=tol, eps_scaling=eps_scaling)
     with fp32_region(h):
-        C = _cosine_cost(h, z, h_mask, z_mask)  # h, z checked above
+        C = cosine_of(h, z, h_mask, z_mask)  # h, z checked above
         if method != "ot":
             C = tot_cost(C, h_mask, z_mask, beta)
         solve_ctx = torch.no_grad() if grad == "envelope" else torch.enable_grad()

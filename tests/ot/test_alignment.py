@@ -1,4 +1,4 @@
-"""espnet_ot.ot.loss (ot_alignment): envelope and unrolled gradients, GM-OT gradients, extreme eps (docs/method.md §3)."""
+"""espnet_ot.ot.alignment (ot_alignment): envelope and unrolled gradients, GM-OT gradients, extreme eps (docs/method.md §3)."""
 
 import numpy as np
 import pytest
