@@ -113,6 +113,8 @@ def test_dumped_features_match_on_the_fly_path(tiny_plm_dir, tmp_path):
     out = tmp_path / "dump"
     dump_plm_feats.main(
         [
+            "--max_unk_share",  # 猫 is not in the token list on purpose: its <unk> must match the on-the-fly path
+            "1",
             "--text",
             str(text_file),
             "--plm",

@@ -772,3 +772,28 @@ def test_config_plm_adds_the_soft_label_dump_for_the_distillation(tmp_path, tiny
     args.config, args.plm_feats = RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml", False
     with pytest.raises(ValueError, match="distill_weight > 0 reads dumped soft labels"):
         config_plm.stage_config(args)
+
+
+def test_config_plm_prints_nothing_but_the_dump_lines(tmp_path, tiny_plm_dir):
+    """local/plm_feats.sh runs one dump per stdout line: what ESPnet prints on import must not reach stdout."""
+    proc = subprocess.run(
+        [
+            PYTHON,
+            str(RECIPE / "local" / "config_plm.py"),
+            "--config",
+            str(RECIPE / "conf" / "tuning" / "train_asr_tot_cakt_distill.yaml"),
+            "--output",
+            str(tmp_path / "c.yaml"),
+            "--plm",
+            str(tiny_plm_dir),
+            "--feats_root",
+            str(tmp_path / "plm"),
+        ],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("--plm ") and lines[1].startswith("--kind mlm_soft_labels --plm ")

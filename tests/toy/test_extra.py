@@ -16,6 +16,8 @@ def without(monkeypatch):
     def block(*modules):
         for name in modules:
             monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ModuleNotFoundError(name=name)
+            for sub in [m for m in sys.modules if m.startswith(name + ".")]:  # already imported by earlier tests
+                monkeypatch.setitem(sys.modules, sub, None)
 
     return block
 

@@ -2,6 +2,7 @@
 """The training config of asr.sh stage 11 for the PLM-feature stage: the YAML plus the PLM and its dumped features."""
 
 import argparse
+import contextlib
 import hashlib
 import inspect
 import sys
@@ -117,7 +118,7 @@ def stage_config(args: argparse.Namespace) -> List[List[str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Write --output; print the options of each dump, tab-separated, one line each (nothing: no dump)."""
+    """Write --output; print the options of each dump, one line each (nothing: no dump)."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", type=Path, required=True, help="training YAML given to run.sh --asr_config")
     p.add_argument("--output", type=Path, help="the YAML for asr.sh stage 11 (same file name)")
@@ -140,7 +141,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.check_only:
             plm_options(read_config(args.config), args.plm)
             return
-        for dump in stage_config(args):  # one line per dump (local/plm_feats.sh reads them)
+        # stdout carries the dump lines alone: what ESPnet prints while the model's checks import it goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            dumps = stage_config(args)
+        for dump in dumps:  # one line per dump (local/plm_feats.sh reads them)
             print(" ".join(dump))
     except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
         sys.exit(f"{sys.argv[0]}: --config {args.config}: {e}")
