@@ -191,6 +191,9 @@ def test_run_sh_still_parses():
 CONFIG_PLM = REPO / "egs2" / "aishell_ot" / "asr1" / "local" / "config_plm.py"
 
 
+ESPNET_NOTICE = "Failed to import Flash Attention"
+
+
 def _config_plm(tmp_path, model_conf, *args, plm=None):
     """Run local/config_plm.py on the paper's TOT config with model_conf changed; (returncode, stderr lines)."""
     import yaml
@@ -203,7 +206,8 @@ def _config_plm(tmp_path, model_conf, *args, plm=None):
     res = subprocess.run(
         [PYTHON, str(CONFIG_PLM), *argv], cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300
     )
-    return res.returncode, res.stderr.strip().splitlines()
+    # ESPnet prints a notice when it imports its attention module without flash_attn; it is not ours to count
+    return res.returncode, [line for line in res.stderr.strip().splitlines() if not line.startswith(ESPNET_NOTICE)]
 
 
 @pytest.mark.parametrize(
