@@ -310,9 +310,23 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "probe_scores_previous_position",
         "espnet_ot/toy/probe.py",
-        ((r"scores = logits\[k, i \+ 1, ", "scores = logits[k, i, "),),
+        ((r"scores = logits\[n, i \+ 1, ", "scores = logits[n, i, "),),
         "homophone probe scores the position before the mask",
         tests=("tests/toy/test_analysis.py::test_homophone_probe_scores_the_masked_position",),
+    ),
+    Mutant(
+        "forced_choice_worst_other",
+        "espnet_ot/toy/forced_choice.py",
+        ((r"best_other\[n\] = min\(best_other\[n\], value\)", "best_other[n] = max(best_other[n], value)"),),
+        "forced choice compares the reference with its least likely variant, not its most likely one",
+        tests=("tests/toy/test_forced_choice.py",),
+    ),
+    Mutant(
+        "forced_choice_knowledge_any_position",
+        "espnet_ot/toy/forced_choice.py",
+        ((r"if c\.plm_right and not c\.freq_right\]", "if c.plm_right]"),),
+        "forced choice's knowledge positions include those frequency already gets right",
+        tests=("tests/toy/test_forced_choice.py",),
     ),
     Mutant(
         "relaxed_gmot_uniform_constant",

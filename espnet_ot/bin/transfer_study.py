@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 from espnet_ot.toy.jobs import Console
 from espnet_ot.toy.study import add_study_arguments, open_study, run_or_exit
-from espnet_ot.toy.transfer import ARM_KEYS, TransferStudy, transfer_markdown
+from espnet_ot.toy.transfer import ARM_KEYS, TransferStudy
+from espnet_ot.toy.transfer_report import transfer_markdown
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Batched greedy CTC decoding of a trained ESPnet ASR model (what `asr_inference` does with beam 1, CTC weight 1)."""
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Union
+from typing import Dict, Iterator, List, Mapping, Tuple, Union
 
 import numpy as np
 import soundfile
@@ -17,25 +17,22 @@ def load_asr_model(config: Union[str, Path], model_file: Union[str, Path]) -> to
 
 
 @torch.no_grad()
-def greedy_ctc_decode(
+def ctc_log_posteriors(
     model: torch.nn.Module, wavs: Mapping[str, Union[str, Path]], batch_seconds: float = 60.0
-) -> Dict[str, str]:
-    """Best path of the CTC posteriors, repeats merged and blanks removed, as text (tokens joined, no spaces).
+) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(utterance, CTC log posteriors (T, V)) of each utterance, in batches of ``batch_seconds`` of audio.
 
-    Utterances are sorted by length and batched (``batch_seconds`` of audio per batch; 0 decodes one utterance
-    at a time, as ``asr_inference`` does). Batching is not exactly neutral: ESPnet's frontend normalisation and
-    the conformer's convolution module see the padding, so the last frames of a shorter utterance in a batch can
-    differ (measured on a toy model: 5 of 60 hypotheses changed by a character). The order and the batches only
-    depend on the utterance lengths, so every model is decoded with the same batches.
+    Utterances are sorted by length and batched (0 runs one utterance at a time, as ``asr_inference`` does).
+    Batching is not exactly neutral: ESPnet's frontend normalisation and the conformer's convolution module see
+    the padding, so the last frames of a shorter utterance in a batch can differ (measured on a toy model: 5 of 60
+    greedy hypotheses changed by a character). The order and the batches only depend on the utterance lengths,
+    so every model sees the same batches.
     """
-    token_list: List[str] = list(model.token_list)
-    blank = model.blank_id
     audio = {}
     for utt, path in wavs.items():
         samples, rate = soundfile.read(str(path), dtype="float32")
         audio[utt] = (samples, rate)
     order = sorted(audio, key=lambda u: len(audio[u][0]))
-    out: Dict[str, str] = {}
     i = 0
     while i < len(order):
         rate = audio[order[i]][1]
@@ -52,11 +49,22 @@ def greedy_ctc_decode(
         for k, u in enumerate(batch):
             speech[k, : lengths[k]] = torch.from_numpy(audio[u][0])
         enc, enc_lens = model.encode(speech, lengths)
-        best = model.ctc.argmax(enc).numpy()
+        log_probs = model.ctc.log_softmax(enc)
         for k, u in enumerate(batch):
-            path = best[k, : int(enc_lens[k])]
-            keep = np.ones(len(path), dtype=bool)
-            keep[1:] = path[1:] != path[:-1]
-            ids = [int(t) for t in path[keep] if t != blank]
-            out[u] = "".join(token_list[t] for t in ids if not token_list[t].startswith("<"))
+            yield u, log_probs[k, : int(enc_lens[k])]
+
+
+def greedy_ctc_decode(
+    model: torch.nn.Module, wavs: Mapping[str, Union[str, Path]], batch_seconds: float = 60.0
+) -> Dict[str, str]:
+    """Best path of the CTC posteriors (:func:`ctc_log_posteriors`), repeats merged and blanks removed, as text
+    (tokens joined, no spaces)."""
+    token_list: List[str] = list(model.token_list)
+    out: Dict[str, str] = {}
+    for utt, log_probs in ctc_log_posteriors(model, wavs, batch_seconds):
+        path = log_probs.argmax(-1).numpy()
+        keep = np.ones(len(path), dtype=bool)
+        keep[1:] = path[1:] != path[:-1]
+        ids = [int(t) for t in path[keep] if t != model.blank_id]
+        out[utt] = "".join(token_list[t] for t in ids if not token_list[t].startswith("<"))
     return out

@@ -305,6 +305,10 @@ class ToyExperiment:
         run_logged(cmd, self.run_dir(run) / "decode_greedy.log", self.console, self.env(), f"{run.name} decode")
         return ", ".join(str(self.hyp_file(run, s)) for s in todo)
 
+    def characters(self) -> List[str]:
+        """The recogniser's characters: its token list without the special tokens (<blank>, <unk>, <sos/eos>)."""
+        return [t for t in self.token_list.read_text(encoding="utf-8").split() if not t.startswith("<")]
+
     def refs(self, split: str) -> Dict[str, str]:
         return {u: "".join(t.split()) for u, t in read_2columns_text(self.data / split / "text").items()}
 

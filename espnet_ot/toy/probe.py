@@ -2,7 +2,7 @@
 
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,61 @@ def _masked_logits(model, tok, vocab: Dict[str, int], items: Sequence[Tuple[str,
     return model(input_ids=input_ids, attention_mask=attention).logits
 
 
+class Choice(NamedTuple):
+    """One ambiguous position: character ``position`` of sentence ``sentence`` (an index into the sentences), its
+    same-syllable ``candidates`` (the true character among them) and whether the PLM and frequency choose it."""
+
+    sentence: int
+    position: int
+    candidates: List[str]
+    plm_right: bool
+    freq_right: bool
+
+
+def _load_masked_lm(plm: Union[str, Path]):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(plm))
+    return tok, AutoModelForMaskedLM.from_pretrained(str(plm)).eval(), tok.get_vocab()
+
+
 @torch.no_grad()
+def _choose(lm, sentences: Sequence[str], cands: Dict[str, List[str]], train_counts: Counter, batch_size: int):
+    tok, model, vocab = lm
+    items = [(k, i, cands[c]) for k, s in enumerate(sentences) for i, c in enumerate(s) if len(cands.get(c, ())) > 1]
+    out: List[Choice] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        logits = _masked_logits(model, tok, vocab, [(sentences[k], i) for k, i, _ in chunk])
+        for n, (k, i, cand) in enumerate(chunk):
+            scores = logits[n, i + 1, [vocab[c] for c in cand]]
+            true = sentences[k][i]
+            freq = max(cand, key=lambda c: (train_counts.get(c, 0), -ord(c)))
+            out.append(Choice(k, i, cand, cand[int(scores.argmax())] == true, freq == true))
+    return out
+
+
+def plm_choices(
+    plm: Union[str, Path],
+    sentences: Sequence[str],
+    inventory: Sequence[str],
+    train_counts: Counter,
+    same_tone: bool = False,
+    batch_size: int = 256,
+) -> List[Choice]:
+    """Mask each ambiguous character of each sentence and choose among its homophones in ``inventory``.
+
+    A character is *ambiguous* when another character of the inventory (the recogniser's characters) shares one
+    of its syllables (any tone; with ``same_tone`` one of its readings). The PLM's choice is the candidate with the
+    highest masked-LM score at that position; the frequency choice is the candidate most frequent in the
+    training transcripts (``train_counts``; ties by code point). One :class:`Choice` per ambiguous position, in
+    sentence order.
+    """
+    lm = _load_masked_lm(plm)
+    inv = [c for c in inventory if c in lm[2]]
+    return _choose(lm, sentences, _candidates(inv, same_tone), train_counts, batch_size)
+
+
 def homophone_probe(
     plm: Union[str, Path],
     sentences: Sequence[str],
@@ -41,44 +95,23 @@ def homophone_probe(
     train_counts: Counter,
     batch_size: int = 256,
 ) -> Dict[str, Dict[str, float]]:
-    """Mask each ambiguous character of each sentence and choose among its homophones in ``inventory``.
-
-    A character is *ambiguous* when another character of the inventory (the recogniser's characters) shares one
-    of its syllables. The PLM's choice is the candidate with the highest masked-LM score at that position; the
-    frequency choice is the candidate most frequent in the training transcripts (``train_counts``; ties by code
-    point). Both are scored against the true character, for two candidate sets: ``any_tone`` (same syllable,
-    any tone: what a recogniser that cannot hear tones confuses) and ``same_tone`` (same syllable and tone).
+    """How often the PLM and frequency pick the right homophone (:func:`plm_choices`), for two candidate sets:
+    ``any_tone`` (same syllable, any tone: what a recogniser that cannot hear tones confuses) and ``same_tone``
+    (same syllable and tone).
 
     Returns ``{"any_tone": {...}, "same_tone": {...}}`` with ``plm_acc``, ``freq_acc``, ``n`` (ambiguous
     positions) and ``ambiguous_share`` (of all characters of the sentences).
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(plm))
-    model = AutoModelForMaskedLM.from_pretrained(str(plm)).eval()
-    vocab = tok.get_vocab()
-    inv = [c for c in inventory if c in vocab]
-    result: Dict[str, Dict[str, float]] = {}
+    lm = _load_masked_lm(plm)
+    inv = [c for c in inventory if c in lm[2]]
     total_chars = sum(len(s) for s in sentences)
+    result: Dict[str, Dict[str, float]] = {}
     for name, same_tone in (("any_tone", False), ("same_tone", True)):
-        cands = _candidates(inv, same_tone)
-        items = []  # (sentence, position, candidates)
-        for s in sentences:
-            for i, c in enumerate(s):
-                if c in cands and len(cands[c]) > 1:
-                    items.append((s, i, cands[c]))
-        plm_hits = freq_hits = 0
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            logits = _masked_logits(model, tok, vocab, [(s, i) for s, i, _ in chunk])
-            for k, (s, i, cand) in enumerate(chunk):
-                scores = logits[k, i + 1, [vocab[c] for c in cand]]
-                plm_hits += cand[int(scores.argmax())] == s[i]
-                freq_hits += max(cand, key=lambda c: (train_counts.get(c, 0), -ord(c))) == s[i]
-        n = len(items)
+        choices = _choose(lm, sentences, _candidates(inv, same_tone), train_counts, batch_size)
+        n = len(choices)
         result[name] = {
-            "plm_acc": plm_hits / max(1, n),
-            "freq_acc": freq_hits / max(1, n),
+            "plm_acc": sum(c.plm_right for c in choices) / max(1, n),
+            "freq_acc": sum(c.freq_right for c in choices) / max(1, n),
             "n": n,
             "ambiguous_share": n / max(1, total_chars),
         }
@@ -148,11 +181,7 @@ def plm_rechoice(
     character is masked in its hypothesis (the rest as recognised) and replaced by the candidate with the highest
     masked-LM score. What this fixes bounds what a language model could fix of the homophone and tone errors.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(plm))
-    model = AutoModelForMaskedLM.from_pretrained(str(plm)).eval()
-    vocab = tok.get_vocab()
+    tok, model, vocab = _load_masked_lm(plm)
     cands = _candidates([c for c in inventory if c in vocab], same_tone=False)
     items = [
         (u, i, cands[c]) for u, h in sorted(hyps.items()) for i, c in enumerate(h) if c in cands and len(cands[c]) > 1

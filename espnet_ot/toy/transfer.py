@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from espnet2.fileio.read_text import read_2columns_text
+
 from espnet_ot.toy.bootstrap import mean_sd, paired_comparison
 from espnet_ot.toy.errors import CATEGORIES
 from espnet_ot.toy.experiment import Run, ToyExperiment, deep_update, write_variant
@@ -158,13 +160,17 @@ class TransferStudy:
     def final(self, arms: Sequence[str], n: int) -> None:
         """Decode test once per fine-tuned model, after every training of the study has finished."""
         runs = self.runs(arms, n)
-        missing = [r.name for rs in runs.values() for r in rs if not self.x.hyp_file(r, "dev").is_file()]
+        done = {k: [r for r in rs if self.x.hyp_file(r, "dev").is_file()] for k, rs in runs.items()}
+        missing = [r.name for k, rs in runs.items() if self.arms[k].primary for r in rs if r not in done[k]]
         if missing:
             raise ValueError(
-                f"--final: {len(missing)} trainings are not finished ({missing[0]}, ...); the protocol "
-                "decodes test only after the last one: run the study without --final first"
+                f"--final: {len(missing)} trainings of primary arms are not finished ({missing[0]}, ...); the "
+                "protocol decodes test only after the last one: run the study without --final first"
             )
-        tasks = [Task(f"test {r.name}", lambda r=r: self.x.decode(r, ["test"])) for rs in runs.values() for r in rs]
+        for k, rs in done.items():  # secondary arms: the replicates they have (the report says how many)
+            if len(rs) < len(runs[k]):
+                self.console.line(f"--final: arm {k} has {len(rs)} of {len(runs[k])} replicates trained")
+        tasks = [Task(f"test {r.name}", lambda r=r: self.x.decode(r, ["test"])) for rs in done.values() for r in rs]
         run_tasks(tasks, self.jobs, self.console)
 
     def decode_dev(self, run: Run) -> str:
@@ -234,6 +240,15 @@ class TransferStudy:
             out["arms"][key] = entry
         if "A" in runs and any(self.x.hyp_file(r, "test").is_file() for r in runs["A"]):
             out["plm_ceiling"] = self.plm_ceiling(runs["A"])
+        forced = self.forced_choice(runs)
+        for key, per_run in forced.items():
+            out["arms"][key]["test_forced_choice"] = per_run
+        if forced:
+            out["forced_choice_comparisons"] = {
+                f"{b}-{a}": _paired_runs(forced[b], forced[a], "knowledge_acc")
+                for b, a in PRIMARY + SECONDARY + tuple((k, "A") for k in forced if k != "A")
+                if a in forced and b in forced
+            }
         for b, a in PRIMARY + SECONDARY:
             if a in runs and b in runs:
                 for split, dest in (("dev", "dev_comparisons"), ("test", "comparisons")):
@@ -256,7 +271,7 @@ class TransferStudy:
 
         path = self.x.out / "plm_ceiling.json"
         cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        tokens = [t for t in self.x.token_list.read_text(encoding="utf-8").split() if not t.startswith("<")]
+        tokens = self.x.characters()
         refs = self.x.refs("test")
         for r in runs_a:
             if r.name in cache or not self.x.hyp_file(r, "test").is_file():
@@ -272,6 +287,36 @@ class TransferStudy:
             path.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
         return {r.name: cache[r.name] for r in runs_a if r.name in cache}
 
+    def forced_choice(self, runs: Mapping[str, Sequence[Run]]) -> Dict[str, List[Optional[Dict[str, float]]]]:
+        """Secondary endpoint: each test-decoded model's forced choice among same-syllable characters at the
+        positions where the masked PLM is right and frequency wrong (:mod:`espnet_ot.toy.forced_choice`), in
+        replicate order (None: not decoded on test). Cached in <out>/forced_choice.json."""
+        from espnet_ot.toy.decode import load_asr_model
+        from espnet_ot.toy.forced_choice import forced_choice_accuracy
+        from espnet_ot.toy.probe import plm_choices
+        from espnet_ot.toy.text import char_counts
+
+        todo = {k: [r for r in rs if self.x.hyp_file(r, "test").is_file()] for k, rs in runs.items()}
+        if not any(todo.values()):
+            return {}
+        path = self.x.out / "forced_choice.json"
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        refs = self.x.refs("test")
+        utts = sorted(refs)
+        choices = None
+        for r in (r for rs in todo.values() for r in rs if r.name not in cache):
+            if choices is None:  # the PLM's choices on the test references, once
+                tokens = self.x.characters()
+                counts = char_counts(self.x.refs("train").values())
+                found = plm_choices(self.x.plm, [refs[u] for u in utts], tokens, counts)
+                choices = [(utts[c.sentence], c) for c in found]
+            self.console.line(f"forced choice {r.name}")
+            model = load_asr_model(self.x.run_dir(r) / "config.yaml", self.x.model_file(r))
+            wavs = read_2columns_text(self.x.data / "test" / "wav.scp")
+            cache[r.name] = forced_choice_accuracy(model, wavs, refs, choices)
+            path.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+        return {k: [cache.get(r.name) for r in rs] for k, rs in runs.items() if todo[k]}
+
     def compare(self, runs_b: Sequence[Run], runs_a: Sequence[Run], split: str) -> Optional[Dict[str, Any]]:
         """b - a on the replicates where both are decoded (matched by construction: same index = same replicate)."""
         pairs = [
@@ -286,104 +331,17 @@ class TransferStudy:
         return paired_comparison(errs_a, errs_b)
 
 
-def transfer_markdown(summary: Dict[str, Any]) -> str:
-    """The report page of :meth:`TransferStudy.report`'s summary."""
-    reps = summary["replicates"]
-    final = bool(summary["comparisons"])
-    lines = [
-        "# Toy transfer study (warm starts, matched replicates)",
-        "",
-        f"Protocol: [{Path(summary['protocol']).name}]({Path(summary['protocol']).name}) (committed before the "
-        f"study's first training). Replicates (warm start, seed): "
-        + ", ".join(f"(W{r['warm_start']}, {r['seed']})" for r in reps)
-        + ". "
-        + (
-            "Test decoded once per model (`--final`)."
-            if final
-            else "**Test not decoded yet**: these are dev numbers, for sizing and the OT statistics only."
-        ),
-        "",
-    ]
-    for w, info in summary["warm_starts"].items():
-        cers = [c for c in info["dev_cer_per_epoch"] if c is not None]
-        if cers:
-            lines.append(
-                f"- warm start W{w} (seed {info['seed']}): dev CER (%) per epoch "
-                + ", ".join(f"{100 * c:.1f}" for c in cers)
-            )
-    lines += [
-        "",
-        "| arm | what | replicates done | dev CER mean ± sd | test CER mean ± sd |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for key, e in summary["arms"].items():
-        row = [key, e["title"] + ("" if e["primary"] else " (secondary)")]
-        dev = [c for c in e["dev_cer"] if c is not None]
-        test = [c for c in e["test_cer"] if c is not None]
-        row.append(str(len(dev)))
-        row += [f"{mean_sd(v)[0]:.2f} ± {mean_sd(v)[1]:.2f}" if v else "—" for v in (dev, test)]
-        lines.append("| " + " | ".join(row) + " |")
-    for title, key in (("Paired differences on test", "comparisons"), ("Paired differences on dev", "dev_comparisons")):
-        if not summary[key]:
-            continue
-        lines += [
-            "",
-            f"{title} (CER points; b - a on the replicates both have; t: Student-t 95% over replicates; "
-            "bootstrap: paired over utterances, 10000 draws, error counts pooled over the replicates):",
-            "",
-            "| b - a | n | mean | sd | t 95% | bootstrap 95% |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for name, c in summary[key].items():
-            t = c["t_ci95"]
-            t = f"[{t[0]:+.2f}, {t[1]:+.2f}]" if t else "—"
-            bs = c["bootstrap_ci95"]
-            lines.append(
-                f"| {name} | {c['n']} | {c['mean']:+.2f} | {c['sd']:.2f} | {t} | [{bs[0]:+.2f}, {bs[1]:+.2f}] |"
-            )
-    if "sizing" in summary:
-        s = summary["sizing"]
-        lines += [
-            "",
-            f"Sizing (protocol rule, dev): largest sd of the primary differences {s['largest_primary_dev_sd']:.2f}"
-            f" -> n = {s['n']} replicates for a t half-width <= {TARGET_HALF_WIDTH}.",
-        ]
-    tested = {k: e["test_error_points"] for k, e in summary["arms"].items() if "test_error_points" in e}
-    if tested:
-        lines += [
-            "",
-            "Error decomposition on test (CER points, pooled over the replicates; homophone and tone errors "
-            "are those a language model could fix):",
-            "",
-            "| arm | " + " | ".join(CATEGORIES) + " |",
-            "|---|" + "---:|" * len(CATEGORIES),
-        ]
-        lines += [f"| {k} | " + " | ".join(f"{p[c]:.2f}" for c in CATEGORIES) + " |" for k, p in tested.items()]
-    if summary.get("plm_ceiling"):
-        c = list(summary["plm_ceiling"].values())
-        lines += [
-            "",
-            f"Decode-time ceiling (arm A's test output, same-syllable characters re-chosen by the PLM, mean "
-            f"over {len(c)} replicates): CER {sum(x['cer'] for x in c) / len(c):.2f} -> "
-            f"{sum(x['cer_plm_rechosen'] for x in c) / len(c):.2f}; homophone + tone points "
-            f"{sum(x['linguistic_points'] for x in c) / len(c):.2f} -> "
-            f"{sum(x['linguistic_points_rechosen'] for x in c) / len(c):.2f}.",
-        ]
-    lines += [
-        "",
-        "OT statistics (mean over replicates), start of fine-tuning -> last epoch (validation):",
-        "",
-        "| arm | band_mass | coupling_entropy_rel | pool_peak | pool_span |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for key, e in summary["arms"].items():
-        cells = []
-        for stat in ("band_mass", "coupling_entropy_rel", "pool_peak", "pool_span"):
-            first = [s[stat] for s in e["initial_train_stats"] if stat in s]
-            last = [s[stat] for s in e["final_valid_stats"] if stat in s]
-            cells.append(f"{sum(first) / len(first):.3g} → {sum(last) / len(last):.3g}" if first and last else "—")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _paired_runs(b: Sequence[Optional[Mapping]], a: Sequence[Optional[Mapping]], key: str) -> Dict[str, Any]:
+    """b - a of a per-run number on the replicates both have (in points: 100 x), with its Student-t 95% interval."""
+    diffs = [100.0 * (x[key] - y[key]) for x, y in zip(b, a) if x is not None and y is not None]
+    mean, sd = mean_sd(diffs) if diffs else (math.nan, math.nan)
+    half = t_half_width(sd, len(diffs)) if len(diffs) > 1 else math.inf
+    return {
+        "mean": mean,
+        "sd": sd,
+        "n": len(diffs),
+        "t_ci95": [mean - half, mean + half] if math.isfinite(half) else None,
+    }
 
 
 def _ot_stats(stats: Mapping[str, float]) -> Dict[str, float]:

@@ -80,7 +80,7 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
 
     from espnet_ot.bin.demo import TINY_TRAIN_ARGS
     from espnet_ot.toy.jobs import Console
-    from espnet_ot.toy.transfer import transfer_markdown
+    from espnet_ot.toy.transfer_report import transfer_markdown
     from espnet_ot.toy.world import TINY_CORPUS, TINY_PLM, build_corpus, build_plm, plm_width
 
     console = Console("tiny")
@@ -109,5 +109,12 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
     assert sum(points.values()) == pytest.approx(summary["arms"]["A"]["test_cer"][0])
     ceiling = summary["plm_ceiling"]["arms/A/w1_s1"]
     assert ceiling["cer"] == pytest.approx(summary["arms"]["A"]["test_cer"][0]) and ceiling["cer_plm_rechosen"] >= 0
+    forced = summary["arms"]["E"]["test_forced_choice"][0]
+    assert forced["n_ambiguous"] > 0 and 0.0 <= forced["ambiguous_acc"] <= 1.0
+    assert summary["forced_choice_comparisons"]["E-A"]["n"] == 1
+    assert json.loads((x.out / "forced_choice.json").read_text())["arms/A/w1_s1"] == (
+        summary["arms"]["A"]["test_forced_choice"][0]
+    )
     md = transfer_markdown(summary)
     assert "Paired differences on test" in md and "Decode-time ceiling" in md and "Error decomposition" in md
+    assert "Forced choice on test" in md

@@ -185,7 +185,7 @@ class StudyReport:
         path = self.x.out / "probe.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
-        tokens = [t for t in self.x.token_list.read_text(encoding="utf-8").split() if not t.startswith("<")]
+        tokens = self.x.characters()
         counts = char_counts(self.x.refs("train").values())
         result: Dict[str, Any] = homophone_probe(self.x.plm, sorted(self.x.refs("test").values()), tokens, counts)
         info = self.x.plm / "toy_plm.json"

@@ -1,0 +1,134 @@
+"""The transfer study's report page: per-arm CERs, paired differences, secondary endpoints, OT statistics."""
+
+from pathlib import Path
+from typing import Any, Dict
+
+from espnet_ot.toy.bootstrap import mean_sd
+from espnet_ot.toy.errors import CATEGORIES
+from espnet_ot.toy.transfer import TARGET_HALF_WIDTH
+
+
+def transfer_markdown(summary: Dict[str, Any]) -> str:
+    """The report page of :meth:`TransferStudy.report`'s summary."""
+    reps = summary["replicates"]
+    final = bool(summary["comparisons"])
+    lines = [
+        "# Toy transfer study (warm starts, matched replicates)",
+        "",
+        f"Protocol: [{Path(summary['protocol']).name}]({Path(summary['protocol']).name}) (committed before the "
+        f"study's first training). Replicates (warm start, seed): "
+        + ", ".join(f"(W{r['warm_start']}, {r['seed']})" for r in reps)
+        + ". "
+        + (
+            "Test decoded once per model (`--final`)."
+            if final
+            else "**Test not decoded yet**: these are dev numbers, for sizing and the OT statistics only."
+        ),
+        "",
+    ]
+    for w, info in summary["warm_starts"].items():
+        cers = [c for c in info["dev_cer_per_epoch"] if c is not None]
+        if cers:
+            lines.append(
+                f"- warm start W{w} (seed {info['seed']}): dev CER (%) per epoch "
+                + ", ".join(f"{100 * c:.1f}" for c in cers)
+            )
+    lines += [
+        "",
+        "| arm | what | replicates done | dev CER mean ± sd | test CER mean ± sd |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for key, e in summary["arms"].items():
+        row = [key, e["title"] + ("" if e["primary"] else " (secondary)")]
+        dev = [c for c in e["dev_cer"] if c is not None]
+        test = [c for c in e["test_cer"] if c is not None]
+        row.append(str(len(dev)))
+        row += [f"{mean_sd(v)[0]:.2f} ± {mean_sd(v)[1]:.2f}" if v else "—" for v in (dev, test)]
+        lines.append("| " + " | ".join(row) + " |")
+    for title, key in (("Paired differences on test", "comparisons"), ("Paired differences on dev", "dev_comparisons")):
+        if not summary[key]:
+            continue
+        lines += [
+            "",
+            f"{title} (CER points; b - a on the replicates both have; t: Student-t 95% over replicates; "
+            "bootstrap: paired over utterances, 10000 draws, error counts pooled over the replicates):",
+            "",
+            "| b - a | n | mean | sd | t 95% | bootstrap 95% |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, c in summary[key].items():
+            t = c["t_ci95"]
+            t = f"[{t[0]:+.2f}, {t[1]:+.2f}]" if t else "—"
+            bs = c["bootstrap_ci95"]
+            lines.append(
+                f"| {name} | {c['n']} | {c['mean']:+.2f} | {c['sd']:.2f} | {t} | [{bs[0]:+.2f}, {bs[1]:+.2f}] |"
+            )
+    if "sizing" in summary:
+        s = summary["sizing"]
+        lines += [
+            "",
+            f"Sizing (protocol rule, dev): largest sd of the primary differences {s['largest_primary_dev_sd']:.2f}"
+            f" -> n = {s['n']} replicates for a t half-width <= {TARGET_HALF_WIDTH}.",
+        ]
+    tested = {k: e["test_error_points"] for k, e in summary["arms"].items() if "test_error_points" in e}
+    if tested:
+        lines += [
+            "",
+            "Error decomposition on test (CER points, pooled over the replicates; homophone and tone errors "
+            "are those a language model could fix):",
+            "",
+            "| arm | " + " | ".join(CATEGORIES) + " |",
+            "|---|" + "---:|" * len(CATEGORIES),
+        ]
+        lines += [f"| {k} | " + " | ".join(f"{p[c]:.2f}" for c in CATEGORIES) + " |" for k, p in tested.items()]
+    if summary.get("plm_ceiling"):
+        c = list(summary["plm_ceiling"].values())
+        lines += [
+            "",
+            f"Decode-time ceiling (arm A's test output, same-syllable characters re-chosen by the PLM, mean "
+            f"over {len(c)} replicates): CER {sum(x['cer'] for x in c) / len(c):.2f} -> "
+            f"{sum(x['cer_plm_rechosen'] for x in c) / len(c):.2f}; homophone + tone points "
+            f"{sum(x['linguistic_points'] for x in c) / len(c):.2f} -> "
+            f"{sum(x['linguistic_points_rechosen'] for x in c) / len(c):.2f}.",
+        ]
+    forced = {
+        k: [r for r in e["test_forced_choice"] if r] for k, e in summary["arms"].items() if "test_forced_choice" in e
+    }
+    if forced:
+        n_pos = next(r["n_knowledge"] for rs in forced.values() for r in rs)
+        lines += [
+            "",
+            f"Forced choice on test: the CTC branch's choice among same-syllable characters (reference elsewhere) at "
+            f"the {n_pos} positions where the masked PLM chooses right and frequency wrong (`knowledge`), and at "
+            "all ambiguous positions (`ambiguous`); accuracy in %, mean ± sd over replicates; arm - A in points on "
+            "matched replicates with its t 95% interval:",
+            "",
+            "| arm | knowledge | ambiguous | arm - A (knowledge) | t 95% |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        diffs = summary.get("forced_choice_comparisons", {})
+        for key, rs in forced.items():
+            know = mean_sd([100 * r["knowledge_acc"] for r in rs])
+            amb = mean_sd([100 * r["ambiguous_acc"] for r in rs])
+            cells = [key, f"{know[0]:.1f} ± {know[1]:.1f}", f"{amb[0]:.1f} ± {amb[1]:.1f}"]
+            if f"{key}-A" in diffs:
+                d, t = diffs[f"{key}-A"], diffs[f"{key}-A"]["t_ci95"]
+                cells += [f"{d['mean']:+.2f}", f"[{t[0]:+.2f}, {t[1]:+.2f}]" if t else "—"]
+            else:
+                cells += ["—", "—"]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "OT statistics (mean over replicates), start of fine-tuning -> last epoch (validation):",
+        "",
+        "| arm | band_mass | coupling_entropy_rel | pool_peak | pool_span |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, e in summary["arms"].items():
+        cells = []
+        for stat in ("band_mass", "coupling_entropy_rel", "pool_peak", "pool_span"):
+            first = [s[stat] for s in e["initial_train_stats"] if stat in s]
+            last = [s[stat] for s in e["final_valid_stats"] if stat in s]
+            cells.append(f"{sum(first) / len(first):.3g} → {sum(last) / len(last):.3g}" if first and last else "—")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
