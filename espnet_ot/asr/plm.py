@@ -423,26 +423,24 @@ class PLMTextBranch:
         """[CLS] y [SEP] ids (B, Lt) and lengths (B,), truncated to max_length keeping [CLS]/[SEP]."""
         tok = self.tokenizer
         max_len = self.max_length
-        encoded = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)
-        rows: List[List[int]] = []
-        truncated = 0
-        for ids in encoded["input_ids"]:
-            if len(ids) > max_len:
-                ids = ids[: max_len - 1] + ids[-1:]
-                truncated += 1
-            rows.append(list(ids))
-        self._check_special(rows[0] if rows else None)
+        if not texts:
+            return torch.zeros((0, 0), dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        if tok.pad_token_id is None:
+            raise ValueError(f"{self.field}={self.name_or_path!r}: its tokenizer has no padding token")
+        encoded = tok(
+            list(texts), truncation=True, max_length=max_len, padding=True, return_tensors="pt", verbose=False
+        )
+        ids = encoded["input_ids"].long()
+        lengths = encoded["attention_mask"].sum(1).long()
+        self._check_special(ids[0, : int(lengths[0])].tolist())
+        full = [t for t, n in zip(texts, lengths.tolist()) if n == max_len]  # only these can have been cut
+        truncated = sum(len(x) > max_len for x in tok(full, verbose=False)["input_ids"]) if full else 0
         if truncated and not self._warned_truncation:
             self._warned_truncation = True
             logging.warning(
                 f"{truncated} transcript(s) exceed the PLM's {max_len} positions: their tail is "
                 "cut and [CLS]/[SEP] are kept (warned once)"
             )
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.full((len(rows), int(lengths.max()) if rows else 0), pad_id, dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
         return ids, lengths
 
     def _check_special(self, example: Optional[List[int]]) -> None:

@@ -1,5 +1,7 @@
 """Tests of the frozen PLM text branch, its documented rules, and precomputed (dumped) PLM features."""
 
+import logging
+
 import pytest
 import torch
 import transformers  # noqa: F401  (a required dependency: a broken install fails here)
@@ -69,11 +71,19 @@ def test_plm_layer_selection(tiny_plm_dir):
     assert not bad.loaded
 
 
-def test_long_transcripts_are_truncated_keeping_cls_and_sep(tiny_plm_dir):
+def test_long_transcripts_are_truncated_keeping_cls_and_sep(tiny_plm_dir, caplog):
     branch = PLMTextBranch(str(tiny_plm_dir))  # max_position_embeddings = 24
     long_text = (PLM_CHARS * 3)[:40]
-    input_ids, lengths = branch.tokenize([long_text, "你好"])
-    assert branch.max_length == 24 and lengths.tolist() == [24, 4]
+    exact = (PLM_CHARS * 3)[:22]  # 22 characters + [CLS] + [SEP] = 24 positions: fits, not cut
+    with caplog.at_level(logging.WARNING):
+        assert branch.tokenize([exact])[1].tolist() == [24] and not caplog.records
+        input_ids, lengths = branch.tokenize([long_text, "你好", exact])
+        branch.tokenize([long_text])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("1 transcript(s) exceed the PLM's 24 positions"), (
+        messages
+    )  # counted right, warned once
+    assert branch.max_length == 24 and lengths.tolist() == [24, 4, 24]
     tok = branch.tokenizer
     row = input_ids[0].tolist()
     assert row[0] == tok.cls_token_id and row[-1] == tok.sep_token_id
