@@ -28,13 +28,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from espnet_ot.asr.plm import (
-    MIN_PLM_POSITIONS,
-    PLM_CONF_KEY,
-    SUPPORTED_TOKEN_TYPES,
-    check_plm_config,
-    read_plm_config,
-)
+from espnet_ot.asr.plm import SUPPORTED_TOKEN_TYPES
+from espnet_ot.asr.plm_config import MIN_PLM_POSITIONS, PLM_CONF_KEY, check_plm_config, read_plm_config
 from espnet_ot.ot.alignment import METHODS
 from espnet_ot.ot.config import (
     ALIGNMENT_CONF_FIELD,

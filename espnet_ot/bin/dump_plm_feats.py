@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 from espnet2.utils.types import str_or_none
 
-from espnet_ot.asr.plm import PLMNotFoundError
+from espnet_ot.asr.plm_config import PLMNotFoundError
 from espnet_ot.asr.plm_dump import KINDS, MAX_UNK_SHARE, DumpError, dump_plm_feats
 
 

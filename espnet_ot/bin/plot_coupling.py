@@ -78,7 +78,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the PNGs; bad input ends in one line naming the argument."""
-    from espnet_ot.asr.plm import PLMNotFoundError
+    from espnet_ot.asr.plm_config import PLMNotFoundError
 
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")

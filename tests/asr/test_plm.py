@@ -6,7 +6,8 @@ import pytest
 import torch
 import transformers  # noqa: F401  (a required dependency: a broken install fails here)
 
-from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch, TokenDetokenizer  # noqa: E402
+from espnet_ot.asr.plm import PLMTextBranch, TokenDetokenizer  # noqa: E402
+from espnet_ot.asr.plm_config import PLMNotFoundError  # noqa: E402
 from helpers import CHARS, PLM_CHARS, char_token_list, write_token_list
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -14,7 +14,8 @@ pytest.importorskip("transformers", reason="needs transformers")
 kaldiio = pytest.importorskip("kaldiio", reason="needs kaldiio")
 
 from espnet_ot.asr import plm_dump  # noqa: E402
-from espnet_ot.asr.plm import PLMNotFoundError, PLMTextBranch  # noqa: E402
+from espnet_ot.asr.plm import PLMTextBranch  # noqa: E402
+from espnet_ot.asr.plm_config import PLMNotFoundError  # noqa: E402
 from espnet_ot.bin import dump_plm_feats  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")

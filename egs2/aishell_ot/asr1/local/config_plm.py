@@ -13,8 +13,8 @@ import yaml
 from espnet2.utils.types import str2bool
 
 from espnet_ot.asr.model_config import as_model_conf, check_model_conf
-from espnet_ot.asr.plm import PLM_CONF_KEY
 from espnet_ot.asr.plm import PLM_FEATS_KEY as PLM_DATA_KEY
+from espnet_ot.asr.plm_config import PLM_CONF_KEY
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY
 from espnet_ot.ot.config import DEFAULT_METHOD
