@@ -112,8 +112,9 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
     forced = summary["arms"]["E"]["test_forced_choice"][0]
     assert forced["n_ambiguous"] > 0 and 0.0 <= forced["ambiguous_acc"] <= 1.0
     assert summary["forced_choice_comparisons"]["E-A"]["n"] == 1
-    assert json.loads((x.out / "forced_choice.json").read_text())["arms/A/w1_s1"] == (
-        summary["arms"]["A"]["test_forced_choice"][0]
+    assert (
+        json.loads((x.out / "forced_choice.json").read_text())["arms/A/w1_s1"]
+        == (summary["arms"]["A"]["test_forced_choice"][0])
     )
     md = transfer_markdown(summary)
     assert "Paired differences on test" in md and "Decode-time ceiling" in md and "Error decomposition" in md
