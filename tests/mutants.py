@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the OT-core tests import neither ESPnet nor transformers, so a mutant of espnet_ot/ot dies in seconds.
 # (the other tests/ot/ files are left out: ~10x slower; add them with --tests for a broader run.)
 CORE_TESTS = ("tests/ot/test_references.py",)
-MODEL_TESTS = ("tests/asr/test_mechanism.py", "tests/asr/test_coupling_plot.py")
+MODEL_TESTS = ("tests/asr/test_mechanism.py", "tests/asr/test_plot_coupling.py")
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ MUTANTS: Tuple[Mutant, ...] = (
     ),
     Mutant(
         "plot_ignores_alignment_conf",
-        "espnet_ot/asr/coupling_plot.py",
+        "espnet_ot/asr/plot_coupling.py",
         (
             (r"conf = dict\(lm\.alignment_conf\)", "conf = {}"),
             (r"cfg = lm\.alignment_config\.replace\(method=method\)", "cfg = type(lm.alignment_config)(method=method)"),

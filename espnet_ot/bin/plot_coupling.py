@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_ot.asr.coupling_plot import plot_couplings
+from espnet_ot.asr.plot_coupling import plot_couplings
 from espnet_ot.ot.config import METHODS
 
 
@@ -40,7 +40,7 @@ def _positive_float(value: str) -> float:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """Command-line options (the keyword arguments of :func:`espnet_ot.asr.coupling_plot.plot_couplings`)."""
+    """Command-line options (the keyword arguments of :func:`espnet_ot.asr.plot_coupling.plot_couplings`)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -294,7 +294,7 @@ class ToyExperiment:
         cmd = [
             self.python,
             "-m",
-            "espnet_ot.toy.decode_cli",
+            "espnet_ot.bin.greedy_ctc_decode",
             "--config",
             self.run_dir(run) / "config.yaml",
             "--model_file",

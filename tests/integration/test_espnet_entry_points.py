@@ -208,7 +208,7 @@ def test_checkpoint_contains_no_plm_weights(trained):
 
 def test_plot_coupling_takes_settings_from_the_trained_model(trained):
     """plot_coupling asks the loaded model (AlignmentConfig, PLM, specials) instead of re-reading the YAML."""
-    from espnet_ot.asr.coupling_plot import LoadedModel
+    from espnet_ot.asr.plot_coupling import LoadedModel
     from espnet_ot.bin import plot_coupling
     from espnet_ot.ot import AlignmentConfig
 

@@ -165,7 +165,8 @@ def test_plot_coupling_takes_the_models_settings():
 
     import numpy as np
 
-    from espnet_ot.asr.coupling_plot import Utterance, compute_panel
+    from espnet_ot.asr.plot_coupling import compute_panel
+    from espnet_ot.asr.plot_coupling_inputs import Utterance
 
     g = torch.Generator().manual_seed(0)
     h, z = torch.randn(12, 8, generator=g), torch.randn(5, 8, generator=g)

@@ -775,7 +775,7 @@ def test_config_plm_adds_the_soft_label_dump_for_the_distillation(tmp_path, tiny
 
 
 def test_config_plm_prints_nothing_but_the_dump_lines(tmp_path, tiny_plm_dir):
-    """local/plm_feats.sh runs one dump per stdout line: what ESPnet prints on import must not reach stdout."""
+    """local/plm_stage.sh runs one dump per stdout line: what ESPnet prints on import must not reach stdout."""
     proc = subprocess.run(
         [
             PYTHON,

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from espnet2.fileio.read_text import read_2columns_text
 
-from espnet_ot.asr import coupling_plot
+from espnet_ot.asr import plot_coupling
 from espnet_ot.bin import demo as demo_mod
 from espnet_ot.bin import plot_coupling as plot_mod
 from espnet_ot.toy import kaldi_data
@@ -98,15 +98,15 @@ def test_plot_coupling_rejects_inconsistent_arguments(capsys):
         ]
     )
     with pytest.raises(ValueError, match="one model file per config"):
-        coupling_plot.plot_couplings(**vars(args))
+        plot_coupling.plot_couplings(**vars(args))
     args = parser.parse_args(
         ["--asr_train_config", "a.yaml", "--asr_model_file", "a.pth", "--wav", "x.wav", "--text", "好"]
     )
     with pytest.raises(ValueError, match="--output"):
-        coupling_plot.plot_couplings(**vars(args))
-    assert coupling_plot.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
-    assert coupling_plot.feats_tokens("今天", 5) == ["0", "1", "2", "3", "4"]
-    assert coupling_plot.display_tokens(["[CLS]", "好"], False) == ["[CLS]", "U+597D"]
+        plot_coupling.plot_couplings(**vars(args))
+    assert plot_coupling.feats_tokens("今天 好", 5) == ["[CLS]", "今", "天", "好", "[SEP]"]
+    assert plot_coupling.feats_tokens("今天", 5) == ["0", "1", "2", "3", "4"]
+    assert plot_coupling.display_tokens(["[CLS]", "好"], False) == ["[CLS]", "U+597D"]
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -131,7 +131,7 @@ def test_no_cjk_font_falls_back_with_one_notice(monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("plot_coupling: no CJK font found")
     assert "fonts-noto-cjk" in err[0] and fonts.FONT_ENV in err[0]
 
-    from espnet_ot.asr.coupling_plot import display_tokens
+    from espnet_ot.asr.plot_coupling import display_tokens
 
     assert display_tokens(["[CLS]", "我"], have_cjk_font=False) == ["[CLS]", "U+6211"]
 

@@ -58,7 +58,7 @@ fi
 [ "${stop_stage}" -ge 11 ] || exit 0
 # PLM-feature stage: Z_L once per data set, and the config for stage 11 that reads it (same name: same asr_tag)
 if [ "${stage}" -le 11 ]; then
-    asr_config=$(local/plm_feats.sh --python "${python}" --plm "${plm}" --plm_feats "${plm_feats}" --plm_nj "${plm_nj}" \
+    asr_config=$(local/plm_stage.sh --python "${python}" --plm "${plm}" --plm_feats "${plm_feats}" --plm_nj "${plm_nj}" \
         --nj "${nj}" --ngpu "${ngpu}" --dumpdir "${dumpdir}" --feats_type "${feats_type}" --train_set "${train_set}" \
         --valid_set "${valid_set}" --speed_perturb_factors "${speed_perturb_factors}" --lang "${lang}" \
         --token_type "${token_type}" --nbpe "${nbpe}" --bpemode "${bpemode}" --dump_opts "${plm_dump_opts}" "${asr_config}")

@@ -144,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # stdout carries the dump lines alone: what ESPnet prints while the model's checks import it goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             dumps = stage_config(args)
-        for dump in dumps:  # one line per dump (local/plm_feats.sh reads them)
+        for dump in dumps:  # one line per dump (local/plm_stage.sh reads them)
             print(" ".join(dump))
     except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
         sys.exit(f"{sys.argv[0]}: --config {args.config}: {e}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PLM-feature stage of run.sh (between asr.sh stages 10 and 11, so that the PLM never runs inside a training epoch).
 #
-# Usage: local/plm_feats.sh [options] <asr_config>
+# Usage: local/plm_stage.sh [options] <asr_config>
 # Writes the training config of stage 11, dump/plm/conf/<name of asr_config> (local/config_plm.py: the YAML plus
 # model_conf.plm and the data key plm_feats, and plm_soft_labels with model_conf.distill_weight > 0), dumps Z_L
 # (and the soft labels) of the frozen PLM once for asr.sh's dumped training and validation sets (local/dump_plm_feats.sh, reused while nothing changed), and prints that config's path.

@@ -28,7 +28,7 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
     import yaml
     from espnet2.tasks.asr import ASRTask
 
-    from espnet_ot.asr import coupling_plot
+    from espnet_ot.asr import plot_coupling
     from helpers import write_token_list
 
     conf = {
@@ -85,10 +85,10 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
         _, stats, _ = model(**clone(one))
     h_a, h_lens = h_a_of(model, one)
 
-    lm = coupling_plot.LoadedModel(tmp_path / "config.yaml", tmp_path / "model.pth", "cpu", None, None)
-    utt = coupling_plot.Utterance("u0", one["speech"][0].numpy(), TRANSCRIPTS[0])
+    lm = plot_coupling.LoadedModel(tmp_path / "config.yaml", tmp_path / "model.pth", "cpu", None, None)
+    utt = plot_coupling.Utterance("u0", one["speech"][0].numpy(), TRANSCRIPTS[0])
     tok = ["[CLS]"] + list(TRANSCRIPTS[0]) + ["[SEP]"]
-    panel = coupling_plot.compute_panel(lm, utt, method_of(case), z, tok, None)
+    panel = plot_coupling.compute_panel(lm, utt, method_of(case), z, tok, None)
     gamma = panel.coupling.astype(np.float64)
 
     ((_, h, zn, _),) = utterances(h_a, h_lens, one, include_special)
@@ -108,7 +108,7 @@ def test_plot_coupling_draws_the_models_coupling(case, include_special, tmp_path
 @pytest.fixture
 def stub_models(monkeypatch):
     """LoadedModel and compute_panel replaced by stubs (no model files needed); returns the models built."""
-    from espnet_ot.asr import coupling_plot
+    from espnet_ot.asr import plot_coupling
 
     built = []
 
@@ -122,10 +122,10 @@ def stub_models(monkeypatch):
             return torch.zeros(3, 4), ["[CLS]", "好", "[SEP]"]
 
     def panel(lm, utt, method, z, tokens, eps):
-        return coupling_plot.Panel(method, np.full((5, 3), 1 / 15), tokens, 0.2, None)
+        return plot_coupling.Panel(method, np.full((5, 3), 1 / 15), tokens, 0.2, None)
 
-    monkeypatch.setattr(coupling_plot, "LoadedModel", StubModel)
-    monkeypatch.setattr(coupling_plot, "compute_panel", panel)
+    monkeypatch.setattr(plot_coupling, "LoadedModel", StubModel)
+    monkeypatch.setattr(plot_coupling, "compute_panel", panel)
     return built
 
 

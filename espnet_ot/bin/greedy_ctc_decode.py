@@ -1,4 +1,4 @@
-"""`python -m espnet_ot.toy.decode_cli`: greedy CTC decoding of wav.scp files into Kaldi text files."""
+"""`python -m espnet_ot.bin.greedy_ctc_decode`: greedy CTC decoding of wav.scp files into Kaldi text files."""
 
 import argparse
 from pathlib import Path
@@ -23,7 +23,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point."""
     args = get_parser().parse_args(argv)
     if len(args.wav_scp) != len(args.output):
-        raise SystemExit("decode_cli: error: give one --output per --wav_scp")
+        raise SystemExit("greedy_ctc_decode: error: give one --output per --wav_scp")
     model = load_asr_model(args.config, args.model_file)
     for scp, output in zip(args.wav_scp, args.output):
         hyps = greedy_ctc_decode(model, read_2columns_text(Path(scp)))
@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         tmp = out.with_suffix(".tmp")
         tmp.write_text("".join(f"{u} {hyps[u]}\n" for u in sorted(hyps)), encoding="utf-8")
         tmp.rename(out)
-        print(f"decode_cli: {len(hyps)} utterances of {scp} -> {out}", flush=True)
+        print(f"greedy_ctc_decode: {len(hyps)} utterances of {scp} -> {out}", flush=True)
 
 
 if __name__ == "__main__":
