@@ -34,8 +34,6 @@ from espnet_ot.asr.plm import PLM_FEATS_KEY, PLMTextBranch, TokenDetokenizer
 from espnet_ot.asr.postencoder.cakt_adapter import CAKTAdapter
 from espnet_ot.asr.soft_labels import SOFT_LABELS_KEY, split_soft_labels
 from espnet_ot.ot.config import (
-    ALIGNMENT_CONF_FIELD,
-    ALIGNMENT_FIELD,
     ALIGNMENTS,
     DEFAULT_METHOD,
     NO_ALIGNMENT,
@@ -111,35 +109,8 @@ class ESPnetOTModel(ESPnetASRModel):
             band: relative half-width of the diagonal band for the band_mass statistic.
             ctc_weight: must be 1.0 (pure CTC).
         """
-        if ctc_weight != 1.0:
-            raise ValueError(
-                f"model_conf.ctc_weight={ctc_weight}: model espnet_ot is pure CTC; remove ctc_weight or set it to 1.0"
-            )
-        if alignment not in ALIGNMENTS:
-            raise ValueError(f"{ALIGNMENT_FIELD}={alignment!r}: use one of {ALIGNMENTS}")
-        if alignment == NO_ALIGNMENT:
-            if alignment_conf:
-                key = next(iter(alignment_conf))
-                raise ValueError(
-                    f"{ALIGNMENT_CONF_FIELD}.{key}: not used by {ALIGNMENT_FIELD} {alignment!r} "
-                    "(plain CTC, no OT branch); remove alignment_conf or choose one of "
-                    f"{', '.join(ot_core.METHODS)}"
-                )
-            alignment_config = None
-        else:
-            alignment_config = AlignmentConfig.from_conf(alignment, alignment_conf)
-        if not 0.0 <= ctc_lambda <= 1.0:
-            raise ValueError(f"model_conf.ctc_lambda={ctc_lambda} must be in [0, 1]")
-        if ot_weight < 0.0:
-            raise ValueError(f"model_conf.ot_weight={ot_weight} must be >= 0")
-        if distill_weight < 0.0:
-            raise ValueError(f"model_conf.distill_weight={distill_weight} must be >= 0")
-        if distill_weight > 0.0 and alignment == NO_ALIGNMENT:
-            raise ValueError(
-                f"model_conf.distill_weight={distill_weight}: the distillation pools the CTC posteriors through "
-                f"the coupling, which {ALIGNMENT_FIELD} 'none' does not compute; choose one of "
-                f"{', '.join(ot_core.METHODS)} (with ot_weight: 0 for distillation only) or set distill_weight: 0"
-            )
+        # model_conf (every value here) was checked by @checked_model_conf: ranges, alignment, alignment_conf
+        alignment_config = None if alignment == NO_ALIGNMENT else AlignmentConfig.from_conf(alignment, alignment_conf)
         super().__init__(
             vocab_size=vocab_size,
             token_list=token_list,

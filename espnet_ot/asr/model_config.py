@@ -182,6 +182,12 @@ def check_model_conf(
         raise ValueError(f"{field}.alignment={alignment!r}: use one of {', '.join(ALIGNMENTS)}")
     alignment_conf = out.get("alignment_conf")
     if alignment == NO_ALIGNMENT:
+        if out.get("distill_weight", 0.0) > 0.0:
+            raise ValueError(
+                f"{field}.distill_weight={out['distill_weight']}: the distillation pools the CTC posteriors through "
+                f"the coupling, which {ALIGNMENT_FIELD} 'none' does not compute; choose one of {', '.join(METHODS)} "
+                "(with ot_weight: 0 for distillation only) or set distill_weight: 0"
+            )
         if alignment_conf:
             raise ValueError(
                 f"{ALIGNMENT_CONF_FIELD}.{next(iter(alignment_conf))}: not used by {ALIGNMENT_FIELD} "

@@ -78,6 +78,17 @@ def test_bad_keys_and_types_are_named():
         build(ctc_weight=0.5)
 
 
+def test_distillation_without_a_coupling_is_refused_by_the_checks_alone():
+    from espnet_ot.asr.model_config import check_model_conf
+
+    # the recipe runs these checks before stage 1: the error must not wait for the model's constructor
+    with pytest.raises(
+        ValueError, match=r"^model_conf\.distill_weight=0\.1: the distillation pools .* 'none' does not"
+    ):
+        check_model_conf({"alignment": "none", "distill_weight": "1e-1"})
+    assert check_model_conf({"alignment": "none", "distill_weight": 0})["distill_weight"] == 0.0
+
+
 # ------------------------------------------------------------------ item 18: numbers written as YAML strings
 
 
