@@ -7,7 +7,7 @@
 Follows docs/results/transfer_protocol.md: two warm starts (the baseline trained 12 epochs), then every arm
 fine-tuned from each warm start with data-order seeds; a replicate (warm start, seed) is shared by all arms.
 Resumable: a rerun skips finished trainings and resumes the others. Dev is decoded as trainings finish; test
-only with --final, after every training. Writes EXP/transfer_study.json and .md (and EXP/records.json, one
+only with --final, after every training. Writes EXP/transfer_study.json, .md and .png (and EXP/records.json, one
 entry per finished run). Keep EXP outside the work tree and run from a git worktree of its own.
 """
 
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from espnet_ot.toy.jobs import Console
 from espnet_ot.toy.study import add_study_arguments, open_study, run_or_exit
 from espnet_ot.toy.transfer import ARM_KEYS, TransferStudy
-from espnet_ot.toy.transfer_report import transfer_markdown
+from espnet_ot.toy.transfer_report import transfer_figure, transfer_markdown
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         out = Path(args.out)
         (out / "transfer_study.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (out / "transfer_study.md").write_text(transfer_markdown(summary), encoding="utf-8")
+        transfer_figure(summary, out / "transfer_study.png", "test" if summary["comparisons"] else "dev")
         console.raw(transfer_markdown(summary))
 
     run_or_exit("transfer_study", go)

@@ -26,6 +26,7 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
         ),
         "",
     ]
+    lines += ["![per-replicate CERs and paired differences](transfer_study.png)", ""]
     for w, info in summary["warm_starts"].items():
         cers = [c for c in info["dev_cer_per_epoch"] if c is not None]
         if cers:
@@ -132,3 +133,42 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
             cells.append(f"{sum(first) / len(first):.3g} → {sum(last) / len(last):.3g}" if first and last else "—")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def transfer_figure(summary: Dict[str, Any], path: Path, split: str = "test") -> Path:
+    """Left: each arm's CER per replicate (one line per replicate, so paired differences show as slopes); right:
+    the paired differences of the split with their Student-t 95% intervals over replicates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [k for k, e in summary["arms"].items() if any(c is not None for c in e[f"{split}_cer"])]
+    comparisons = summary["comparisons" if split == "test" else "dev_comparisons"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    for i, rep in enumerate(summary["replicates"]):
+        cers = [
+            summary["arms"][k][f"{split}_cer"][i] if i < len(summary["arms"][k][f"{split}_cer"]) else None for k in arms
+        ]
+        xs = [x for x, c in enumerate(cers) if c is not None]
+        left.plot(xs, [cers[x] for x in xs], "o-", alpha=0.6, lw=1, label=f"W{rep['warm_start']}, seed {rep['seed']}")
+    left.set_xticks(range(len(arms)), arms)
+    left.set_ylabel(f"{split} CER (%)")
+    left.set_title("per replicate")
+    left.legend(fontsize=6, ncol=2)
+    names = list(comparisons)
+    for y, name in enumerate(names):
+        c = comparisons[name]
+        if c["t_ci95"]:
+            right.plot(c["t_ci95"], [y, y], "-", color="C0", lw=2)
+        right.plot([c["mean"]], [y], "o", color="C0")
+    right.axvline(0.0, color="k", lw=0.8)
+    right.set_yticks(range(len(names)), [f"{n} (n={comparisons[n]['n']})" for n in names])
+    right.invert_yaxis()
+    right.set_xlabel(f"paired {split} CER difference (points), t 95%")
+    right.set_title("b - a on matched replicates")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

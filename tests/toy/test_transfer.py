@@ -119,3 +119,16 @@ def test_tiny_pilot_runs_end_to_end_and_reports_dev_only_until_final(tmp_path):
     md = transfer_markdown(summary)
     assert "Paired differences on test" in md and "Decode-time ceiling" in md and "Error decomposition" in md
     assert "Forced choice on test" in md
+
+
+def test_transfer_figure_draws_replicates_and_intervals(tmp_path):
+    from espnet_ot.toy.transfer_report import transfer_figure
+
+    summary = {
+        "replicates": [{"warm_start": 1, "seed": 1}, {"warm_start": 2, "seed": 1}],
+        "arms": {"A": {"test_cer": [25.0, 26.0]}, "B": {"test_cer": [24.5, None]}},
+        "comparisons": {"B-A": {"mean": -0.5, "n": 1, "t_ci95": None}},
+        "dev_comparisons": {},
+    }
+    path = transfer_figure(summary, tmp_path / "t.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
