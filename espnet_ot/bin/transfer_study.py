@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from espnet_ot.toy.jobs import Console
 from espnet_ot.toy.study import add_study_arguments, open_study, run_or_exit
 from espnet_ot.toy.transfer import ARM_KEYS, TransferStudy
-from espnet_ot.toy.transfer_report import transfer_figure, transfer_markdown
+from espnet_ot.toy.transfer_report import conclusions, transfer_figure, transfer_markdown
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         elif not args.report_only:
             transfer.train(args.arms, args.replicates)
         summary = transfer.report(args.arms, args.replicates)
+        summary["conclusions"] = conclusions(summary)
         out = Path(args.out)
         (out / "transfer_study.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (out / "transfer_study.md").write_text(transfer_markdown(summary), encoding="utf-8")

@@ -1,7 +1,7 @@
 """The transfer study's report page: per-arm CERs, paired differences, secondary endpoints, OT statistics."""
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from espnet_ot.toy.bootstrap import mean_sd
 from espnet_ot.toy.errors import CATEGORIES
@@ -27,6 +27,9 @@ def transfer_markdown(summary: Dict[str, Any]) -> str:
         "",
     ]
     lines += ["![per-replicate CERs and paired differences](transfer_study.png)", ""]
+    if conclusions(summary):
+        lines += ["## Conclusions (the protocol's decision rule, test)", ""]
+        lines += [f"- {c}" for c in conclusions(summary)] + [""]
     for w, info in summary["warm_starts"].items():
         cers = [c for c in info["dev_cer_per_epoch"] if c is not None]
         if cers:
@@ -172,3 +175,58 @@ def transfer_figure(summary: Dict[str, Any], path: Path, split: str = "test") ->
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _verdict(c: Optional[Dict[str, Any]]) -> str:
+    """below 0 / above 0 / contains 0 (no evidence) for a comparison's t interval."""
+    if not c or not c.get("t_ci95"):
+        return "no interval"
+    lo, hi = c["t_ci95"]
+    return "below 0" if hi < 0 else "above 0" if lo > 0 else "contains 0"
+
+
+def _cite(name: str, c: Optional[Dict[str, Any]]) -> str:
+    if not c:
+        return f"{name}: not run"
+    t = c.get("t_ci95")
+    return f"{name} {c['mean']:+.2f} [{t[0]:+.2f}, {t[1]:+.2f}] (n={c['n']})" if t else f"{name} {c['mean']:+.2f}"
+
+
+def conclusions(summary: Dict[str, Any]) -> List[str]:
+    """The protocol's decision rule applied to the test comparisons (docs/results/transfer_protocol.md), one
+    sentence per claim with its numbers. Empty before --final."""
+    comp = summary["comparisons"]
+    if not comp:
+        return []
+    beats = {x: _verdict(comp.get(f"{x}-A")) == "below 0" and _verdict(comp.get(f"{x}-C")) == "below 0" for x in "BDE"}
+    out = [
+        "TOT-CAKT (B) "
+        + ("transfers" if beats["B"] else "shows no evidence of transferring")
+        + " the PLM's knowledge by the protocol's rule (B-A and B-C both below 0): "
+        + "; ".join(_cite(n, comp.get(n)) for n in ("B-A", "B-C"))
+        + "."
+    ]
+    for x, what in (("D", "masked Z_L (D)"), ("E", "our distillation (E)")):
+        verdicts = {n: _verdict(comp.get(n)) for n in (f"{x}-A", f"{x}-C")}
+        line = f"{what}: " + "; ".join(f"{_cite(n, comp.get(n))}, {v}" for n, v in verdicts.items())
+        if beats[x] and _verdict(comp.get("B-C")) != "below 0":
+            line += " -> the toy can show transfer and the papers' branch does not provide it"
+        out.append(line + ".")
+    e_e0 = comp.get("E-E0")
+    if e_e0:
+        out.append(
+            f"E's difference from its one-hot control: {_cite('E-E0', e_e0)}, {_verdict(e_e0)}"
+            + (" -> E's gain is knowledge from context." if beats["E"] and _verdict(e_e0) == "below 0" else ".")
+        )
+    a_test = [c for c in summary["arms"].get("A", {}).get("test_cer", []) if c is not None]
+    e_a = comp.get("E-A")
+    if a_test and e_a:
+        goal = -0.10 * sum(a_test) / len(a_test)
+        met = e_a["mean"] <= goal and _verdict(e_a) == "below 0" and _verdict(e_e0) == "below 0"
+        out.append(
+            f"Moonshot (E-A <= {goal:+.2f}, 10% of A's CER, t below 0, E-E0 below 0): {'met' if met else 'not met'}."
+        )
+    for x in ("B-GM", "B-OT"):
+        if f"{x}-A" in comp:
+            out.append(f"{x} (secondary): {_cite(f'{x}-A', comp[f'{x}-A'])}, {_verdict(comp[f'{x}-A'])}.")
+    return out

@@ -132,3 +132,51 @@ def test_transfer_figure_draws_replicates_and_intervals(tmp_path):
     }
     path = transfer_figure(summary, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _c(mean, lo, hi, n=7):
+    return {"mean": mean, "sd": 1.0, "n": n, "t_ci95": [lo, hi], "bootstrap_ci95": [lo, hi]}
+
+
+@pytest.mark.parametrize(
+    "comparisons, expected",
+    [
+        (  # B beats A and C: transfer
+            {"B-A": _c(-1.0, -1.5, -0.5), "B-C": _c(-0.8, -1.2, -0.1)},
+            ["TOT-CAKT (B) transfers the PLM's knowledge"],
+        ),
+        (  # B beats A only: no evidence, even though B-A is below 0
+            {"B-A": _c(-1.0, -1.5, -0.5), "B-C": _c(-0.2, -0.6, +0.2)},
+            ["TOT-CAKT (B) shows no evidence of transferring"],
+        ),
+        (  # E beats A and C, B does not beat C: the toy can show transfer; E-E0 below 0: from context; moonshot met
+            {
+                "B-A": _c(0.0, -0.2, 0.2),
+                "B-C": _c(0.1, -0.2, 0.4),
+                "E-A": _c(-3.0, -3.5, -2.5),
+                "E-C": _c(-2.9, -3.4, -2.4),
+                "E-E0": _c(-2.0, -2.5, -1.5),
+            },
+            [
+                "shows no evidence",
+                "the toy can show transfer and the papers' branch does not provide it",
+                "E's gain is knowledge from context",
+                "): met.",
+            ],
+        ),
+        (  # E worse than everything (our toy's result on dev): above 0, moonshot not met
+            {"E-A": _c(3.7, 3.1, 4.2), "E-C": _c(3.7, 3.4, 4.1), "E-E0": _c(3.9, 3.4, 4.3)},
+            ["E-A +3.70 [+3.10, +4.20] (n=7), above 0", "E-E0 +3.90 [+3.40, +4.30] (n=7), above 0.", "not met"],
+        ),
+    ],
+)
+def test_conclusions_apply_the_protocols_decision_rule(comparisons, expected):
+    from espnet_ot.toy.transfer_report import conclusions
+
+    summary = {"comparisons": comparisons, "arms": {"A": {"test_cer": [25.0] * 7}}}
+    text = "\n".join(conclusions(summary))
+    for phrase in expected:
+        assert phrase in text, (phrase, text)
+    if "E-A" in comparisons and comparisons["E-A"]["t_ci95"][1] > 0:
+        assert "the toy can show transfer" not in text and "from context" not in text
+    assert conclusions({"comparisons": {}, "arms": {}}) == []
