@@ -202,7 +202,7 @@ def conclusions(summary: Dict[str, Any]) -> List[str]:
     out = [
         "TOT-CAKT (B) "
         + ("transfers" if beats["B"] else "shows no evidence of transferring")
-        + " the PLM's knowledge by the protocol's rule (B-A and B-C both below 0): "
+        + " the PLM's knowledge (the protocol's rule: B-A and B-C both below 0): "
         + "; ".join(_cite(n, comp.get(n)) for n in ("B-A", "B-C"))
         + "."
     ]
